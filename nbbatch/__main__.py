@@ -1,0 +1,3 @@
+from nbbatch.cli import main
+
+main()

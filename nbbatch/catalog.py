@@ -1,0 +1,55 @@
+"""Known image models: aspect ratios, sizes, price per image, shutdown dates.
+
+Figures from shared/reference (late 2026). Unknown models are allowed (gateways, new releases):
+they get no validation and no price.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+GEMINI_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+FLASH_31_RATIOS = (*GEMINI_RATIOS, "1:4", "4:1", "1:8", "8:1")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    provider: str
+    aspect_ratios: tuple[str, ...]
+    image_sizes: tuple[str, ...]
+    price_per_image: dict[str, float]  # image size -> USD; "*" for any size
+    shutdown: date | None = None
+
+    def price(self, image_size: str | None) -> float:
+        size = image_size or self.image_sizes[0]
+        return self.price_per_image.get(size, self.price_per_image.get("*", 0.0))
+
+
+_MODELS = [
+    ModelInfo("gemini-3-pro-image", "gemini", GEMINI_RATIOS, ("1K", "2K", "4K"),
+              {"1K": 0.134, "2K": 0.134, "4K": 0.24}),
+    ModelInfo("gemini-3-pro-image-preview", "gemini", GEMINI_RATIOS, ("1K", "2K", "4K"),
+              {"1K": 0.134, "2K": 0.134, "4K": 0.24}, shutdown=date(2026, 6, 25)),
+    ModelInfo("gemini-3.1-flash-image", "gemini", FLASH_31_RATIOS, ("1K", "512", "2K", "4K"),
+              {"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151}),
+    ModelInfo("gemini-3.1-flash-image-preview", "gemini", FLASH_31_RATIOS,
+              ("1K", "512", "2K", "4K"), {"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151},
+              shutdown=date(2026, 6, 25)),
+    ModelInfo("gemini-2.5-flash-image", "gemini", GEMINI_RATIOS, ("1K",), {"*": 0.039},
+              shutdown=date(2026, 10, 2)),
+]
+MODELS: dict[str, ModelInfo] = {m.id: m for m in _MODELS}
+
+DEFAULT_MODEL = {"gemini": "gemini-3-pro-image", "simulator": "gemini-3-pro-image"}
+
+
+def lookup(model: str) -> ModelInfo | None:
+    return MODELS.get(model)
+
+
+def price(model: str, image_size: str | None) -> float:
+    """Estimated USD for one image; 0.0 for models without a known price."""
+    info = MODELS.get(model)
+    return info.price(image_size) if info else 0.0

@@ -1,0 +1,131 @@
+"""Exceptions and exit codes.
+
+    NbbatchError                 message is what the user reads; exit_code picks the exit status
+    ├── UsageError               bad flags or arguments (exit 2)
+    │   └── ManifestError        bad manifest: file, line, field (exit 2)
+    ├── FolderLockedError        another run holds the output folder (exit 75)
+    ├── LedgerError              the ledger cannot be opened or is not ours
+    ├── StorageError             an image could not be written (disk full, unwritable folder)
+    └── ProviderError            one classified API response: provider, HTTP status, request id
+        ├── TransientError       retry with backoff (503, 500, per-minute 429, timeouts, no image...)
+        ├── BlockedError         safety / policy refusal: the image fails, never retried
+        ├── InvalidRequestError  400 about the request: the image fails, never retried
+        ├── QuotaExhaustedError  per-day quota or billing cap: the provider is done for this run
+        └── FatalError           the whole run must stop: key rejected, permission, unknown model
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    USAGE = 2  # usage or manifest error, or an unknown model; nothing was sent
+    FAILED = 3  # finished, nothing pending, some images failed
+    AUTH = 4  # authentication or permission failure
+    TEMPFAIL = 75  # stopped with images pending: run again later
+    SIGINT = 130
+    SIGTERM = 143
+
+
+class NbbatchError(Exception):
+    exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(NbbatchError):
+    exit_code = ExitCode.USAGE
+
+
+class ManifestError(UsageError):
+    def __init__(
+        self, message: str, *, file: str, line: int | None = None, field: str | None = None
+    ) -> None:
+        where = file if line is None else f"{file}:{line}"
+        text = f"{where}: {field}: {message}" if field else f"{where}: {message}"
+        super().__init__(text)
+        self.file, self.line, self.field, self.reason = file, line, field, message
+
+
+class FolderLockedError(NbbatchError):
+    exit_code = ExitCode.TEMPFAIL
+
+
+class LedgerError(NbbatchError):
+    exit_code = ExitCode.USAGE
+
+
+class StorageError(NbbatchError):
+    exit_code = ExitCode.TEMPFAIL
+
+
+class ProviderError(NbbatchError):
+    """A classified response from a provider. `kind` is what the ledger records."""
+
+    kind = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        request_id: str | None = None,
+        usage: dict | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.request_id = request_id
+        self.usage = usage
+
+
+class TransientError(ProviderError):
+    """Worth another try. `retry_after` is the server's own delay in seconds, if it gave one.
+
+    `overload` marks 503s and per-minute 429s: the signals failover counts.
+    `possibly_billed` marks failures after the request was sent (a timeout waiting for the
+    answer), which the provider may still charge for.
+    """
+
+    kind = "transient"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        overload: bool = False,
+        possibly_billed: bool = False,
+        **kw,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+        self.overload = overload
+        self.possibly_billed = possibly_billed
+
+
+class BlockedError(ProviderError):
+    kind = "blocked"
+
+
+class InvalidRequestError(ProviderError):
+    kind = "invalid"
+
+
+class QuotaExhaustedError(ProviderError):
+    kind = "quota"
+    exit_code = ExitCode.TEMPFAIL
+
+
+class FatalError(ProviderError):
+    kind = "fatal"
+    exit_code = ExitCode.AUTH
+
+
+class UnknownModelError(FatalError):
+    exit_code = ExitCode.USAGE

@@ -1,0 +1,48 @@
+"""What every provider implements: one image request in, image bytes or a classified error out.
+
+Pacing, retries, failover and the ledger live outside providers, once (see runner.py).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    mime_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    prompt: str
+    model: str
+    aspect_ratio: str | None = None
+    image_size: str | None = None  # "1K" | "2K" | "4K" (| "512" on some models)
+    references: tuple[ReferenceImage, ...] = ()
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes
+    mime_type: str  # as declared by the provider; storage checks it against the bytes
+    model: str  # the model that answered (modelVersion when the provider reports it)
+    usage: Mapping[str, Any] = field(default_factory=dict)  # provider's token/usage report
+    request_id: str | None = None
+    text: str | None = None  # any non-thought text that came with the image
+
+
+class Provider(ABC):
+    """One configured API endpoint. Raises a nbbatch.errors.ProviderError subclass on failure."""
+
+    name: str
+
+    @abstractmethod
+    async def generate(self, request: ImageRequest) -> GeneratedImage: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,70 @@
+"""The Gemini API (AI Studio key): POST /v1beta/models/{model}:generateContent.
+
+One request per call and no retries: pacing, retry and failover live in the runner.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import httpx
+
+from nbbatch.manifest import ProviderConfig
+from nbbatch.providers import google
+from nbbatch.providers.base import GeneratedImage, ImageRequest, Provider
+from nbbatch.providers.http import post_json, redactor
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a 4K image is ~20 MB in base64: far larger is wrong
+
+
+class GeminiProvider(Provider):
+    def __init__(
+        self,
+        config: ProviderConfig,
+        api_key: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or config.name
+        self.config = config
+        self._api_key = api_key
+        self._redact = redactor(api_key)
+        self._base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        # The total deadline is enforced around each request (post_json); httpx's own
+        # per-operation timeout only backs it up, so it sits a little above.
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            follow_redirects=False,
+            timeout=httpx.Timeout(config.timeout + 5),
+            headers={"User-Agent": "nbbatch"},
+        )
+
+    def url_for(self, model: str) -> str:
+        model = model.removeprefix("models/")  # people paste ids from ListModels
+        return f"{self._base_url}/v1beta/models/{quote(model, safe='')}:generateContent"
+
+    async def generate(self, request: ImageRequest) -> GeneratedImage:
+        raw = await post_json(
+            self._client,
+            self.url_for(request.model),
+            json=google.build_body(request),
+            headers={"x-goog-api-key": self._api_key, "Content-Type": "application/json"},
+            timeout=self.config.timeout,
+            max_bytes=MAX_RESPONSE_BYTES,
+            provider=self.name,
+            redact=self._redact,
+        )
+        return google.classify(
+            raw.status,
+            raw.headers,
+            raw.body,
+            provider=self.name,
+            redact=self._redact,
+            model=request.model,
+            key_env=self.config.api_key_env or "GEMINI_API_KEY (or GOOGLE_API_KEY)",
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,272 @@
+"""Google's generateContent wire format: the request body, and every response classified.
+
+Shared by the Gemini API and Vertex AI providers, which speak the same JSON. The rules are
+those of shared/reference/gemini-api.md §0 and the SPEC's outcomes table. Responses are
+lowerCamelCase; snake_case is accepted too. Any JSON shape at all must end in a
+GeneratedImage or a ProviderError, never in a KeyError.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+import httpx
+
+from nbbatch.errors import (
+    BlockedError,
+    FatalError,
+    InvalidRequestError,
+    QuotaExhaustedError,
+    TransientError,
+    UnknownModelError,
+)
+from nbbatch.images import NotAnImageError, detect_image
+from nbbatch.providers.base import GeneratedImage, ImageRequest
+from nbbatch.providers.http import retry_after_from_headers
+
+# finishReasons that mean "refused on policy grounds": the image fails and is not retried.
+BLOCKING_FINISH_REASONS = frozenset({
+    "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "SAFETY", "PROHIBITED_CONTENT",
+    "RECITATION", "IMAGE_RECITATION", "BLOCKLIST", "SPII",
+})  # fmt: skip
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")  # protobuf Duration as JSON, e.g. "58s", "34.4s"
+_LIMIT_ZERO = re.compile(r"\blimit: 0(?![\d.])")  # the tier has no quota at all for this model
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_URLSAFE = str.maketrans("-_", "+/")
+_MAX_MESSAGE = 500
+
+
+def build_body(request: ImageRequest) -> dict[str, Any]:
+    """The generateContent request for one image: prompt, reference images, image options."""
+    parts: list[dict[str, Any]] = [{"text": request.prompt}]
+    for ref in request.references:
+        data = base64.b64encode(ref.data).decode("ascii")
+        parts.append({"inlineData": {"mimeType": ref.mime_type, "data": data}})
+    config: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"]}
+    image_config = {"aspectRatio": request.aspect_ratio, "imageSize": request.image_size}
+    image_config = {key: value for key, value in image_config.items() if value is not None}
+    if image_config:
+        config["imageConfig"] = image_config
+    return {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
+
+
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    provider: str,
+    redact: Callable[[str], str],
+    model: str = "",
+    key_env: str | None = None,
+) -> GeneratedImage:
+    """Turn one HTTP response into the image it carries, or raise the ProviderError it means.
+
+    `model` is reported when the response names none; `key_env` names the key's variable in
+    the message for a rejected key.
+    """
+    headers = httpx.Headers(headers)
+    doc = _parse(body)
+    request_id = _str(_get(doc, "responseId", "response_id")) or headers.get("x-request-id")
+    usage = _dict(_get(doc, "usageMetadata", "usage_metadata")) or None
+    ctx: dict[str, Any] = {
+        "provider": provider, "status": status, "request_id": request_id, "usage": usage
+    }
+    error = _get(doc, "error")
+    if 200 <= status < 300 and error is None:
+        if doc is None:
+            # A cut-off JSON answer was probably generated, so possibly billed; a portal's page not.
+            cut_json = body.lstrip()[:1] in (b"{", b"[")
+            message = "truncated or invalid JSON" if cut_json else _describe_body(status, body)
+            raise TransientError(_message(message, redact), possibly_billed=cut_json, **ctx)
+        return _read_content(doc, ctx, model, redact)
+    code = status
+    if 200 <= status < 300:  # some gateways wrap an error in a 200
+        code = error.get("code") if isinstance(error, dict) else None
+        code = code if isinstance(code, int) and 400 <= code < 600 else 500
+    _raise_for_error(code, headers, body, doc, ctx, redact, key_env)
+
+
+def _read_content(
+    doc: dict[str, Any], ctx: dict[str, Any], model: str, redact: Callable[[str], str]
+) -> GeneratedImage:
+    feedback = _dict(_get(doc, "promptFeedback", "prompt_feedback"))
+    block = _get(feedback, "blockReason", "block_reason")
+    if block:
+        why = _str(_get(feedback, "blockReasonMessage", "block_reason_message"))
+        raise BlockedError(_message(f"prompt blocked ({block})" + _suffix(why), redact), **ctx)
+
+    candidates = _get(doc, "candidates")
+    candidate = _dict(candidates[0]) if isinstance(candidates, list) and candidates else {}
+    finish = _str(_get(candidate, "finishReason", "finish_reason"))
+    finish_message = _str(_get(candidate, "finishMessage", "finish_message"))
+    if finish in BLOCKING_FINISH_REASONS:
+        message = _message(f"image blocked ({finish})" + _suffix(finish_message), redact)
+        raise BlockedError(message, **ctx)
+
+    parts = _get(_dict(_get(candidate, "content")), "parts")
+    parts = [p for p in parts if isinstance(p, dict)] if isinstance(parts, list) else []
+    # Thought parts are interim drafts; the answer is what is not marked as thought.
+    visible = [p for p in parts if p.get("thought") is not True]
+    text = "".join(p["text"] for p in visible if isinstance(p.get("text"), str)).strip()
+    images = [image for p in visible if (image := _image_part(p))]
+    if not images:
+        reason = finish or ("no candidates" if not candidate else "no finishReason")
+        detail = finish_message or (f"the model answered {text!r}" if text else None)
+        message = _message(f"no image in the response ({reason})" + _suffix(detail), redact)
+        raise TransientError(message, **ctx)
+
+    encoded, declared = images[-1]  # several images (steps of a story, say): the last is final
+    try:
+        data = _b64decode(encoded)
+        info = detect_image(data)
+    except NotAnImageError as exc:
+        label = f" (declared {declared})" if declared else ""
+        message = _message(f"received bytes are not an image{label}: {exc}", redact)
+        raise TransientError(message, possibly_billed=True, **ctx) from None
+    except ValueError:  # binascii.Error, or non-ASCII text
+        message = "image data is not valid base64"
+        raise TransientError(message, possibly_billed=True, **ctx) from None
+    return GeneratedImage(
+        data=data,
+        mime_type=info.mime_type,  # named after the bytes, whatever was declared
+        model=_str(_get(doc, "modelVersion", "model_version")) or model,
+        usage=ctx["usage"] or {},
+        request_id=ctx["request_id"],
+        text=text or None,
+    )
+
+
+def _raise_for_error(
+    code: int,
+    headers: httpx.Headers,
+    body: bytes,
+    doc: dict[str, Any] | None,
+    ctx: dict[str, Any],
+    redact: Callable[[str], str],
+    key_env: str | None,
+) -> NoReturn:
+    error = _get(doc, "error")
+    details = _get(_dict(error), "details")
+    details = [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+    provider_message = _str(_get(_dict(error), "message")) or _str(error)
+    fallback = _describe_body(code, body if doc is None else b"")
+    message = _message(provider_message or fallback, redact)
+    waited = retry_after_from_headers(headers)
+
+    if 300 <= code < 400:
+        where = headers.get("location", "elsewhere")
+        message = _message(f"unexpected redirect (HTTP {code}) to {where}; check base_url", redact)
+        raise FatalError(message, **ctx)
+    if code == 400:
+        if any(str(d.get("reason", "")).startswith("API_KEY_") for d in details):
+            variable = key_env or "the API key variable"
+            raise FatalError(f"{message} Check {variable}.", **ctx)
+        raise InvalidRequestError(message, **ctx)
+    if code in (401, 403):
+        raise FatalError(message, **ctx)
+    if code == 404:
+        hint = "" if provider_message else " (check the model name and base_url)"
+        raise UnknownModelError(message + hint, **ctx)
+    if code == 429:
+        exhausted = _exhausted_quota(details, provider_message or "")
+        if exhausted:
+            message = _message(f"quota exhausted ({exhausted}): {message}", redact)
+            raise QuotaExhaustedError(message, **ctx)
+        delay = _retry_delay(details)
+        raise TransientError(
+            message, overload=True, retry_after=waited if delay is None else delay, **ctx
+        )
+    if code == 503:
+        raise TransientError(message, overload=True, retry_after=waited, **ctx)
+    if code >= 500 or code == 408 or code < 300:
+        raise TransientError(message, retry_after=waited, **ctx)
+    raise InvalidRequestError(message, **ctx)
+
+
+def _exhausted_quota(details: list[dict[str, Any]], message: str) -> str | None:
+    """Why a 429 will not clear today: a per-day quota, or a limit of 0. None for per-minute."""
+    for detail in details:
+        violations = detail.get("violations")
+        for violation in violations if isinstance(violations, list) else []:
+            quota_id = _str(_get(_dict(violation), "quotaId", "quota_id")) or ""
+            metric = _str(_get(_dict(violation), "quotaMetric", "quota_metric")) or ""
+            if "PerDay" in quota_id or "per_day" in metric:
+                return quota_id or metric
+    return "limit: 0" if _LIMIT_ZERO.search(message) else None
+
+
+def _retry_delay(details: list[dict[str, Any]]) -> float | None:
+    for detail in details:
+        match = _DURATION.match(_str(_get(detail, "retryDelay", "retry_delay")) or "")
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def _image_part(part: dict[str, Any]) -> tuple[str, str | None] | None:
+    inline = _dict(_get(part, "inlineData", "inline_data"))
+    data = inline.get("data")
+    mime = _str(_get(inline, "mimeType", "mime_type"))
+    if not isinstance(data, str) or (mime is not None and not mime.startswith("image/")):
+        return None
+    return data, mime
+
+
+def _b64decode(text: str) -> bytes:
+    # Protobuf JSON allows URL-safe and unpadded base64 as well as the standard form.
+    if "-" in text or "_" in text:
+        text = text.translate(_URLSAFE)
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def _parse(body: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, truncated, bad UTF-8, absurdly nested
+        return None
+    if isinstance(doc, list) and len(doc) == 1:  # streaming endpoints wrap answers in a list
+        doc = doc[0]
+    return doc if isinstance(doc, dict) else None
+
+
+def _describe_body(code: int, body: bytes) -> str:
+    """A message for a response without Google's JSON: a proxy's page, say."""
+    head = f"HTTP {code} {httpx.codes.get_reason_phrase(code)}".rstrip()
+    if not body.strip():
+        return f"{head} with an empty body" if 200 <= code < 300 else head
+    title = _TITLE.search(body[:4096])
+    snippet = (title.group(1) if title else body[:200]).decode("utf-8", "replace")
+    kind = "HTML page" if title or body.lstrip()[:1] == b"<" else "non-JSON body"
+    return f"{head} ({kind}: {snippet.strip()})"
+
+
+def _message(text: str, redact: Callable[[str], str]) -> str:
+    # Redact before shortening, so a key cut in half can never slip through.
+    text = " ".join(redact(text).split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def _suffix(detail: str | None) -> str:
+    return f": {detail}" if detail else ""
+
+
+def _get(obj: object, *names: str) -> Any:
+    if isinstance(obj, dict):
+        for name in names:
+            if obj.get(name) is not None:
+                return obj[name]
+    return None
+
+
+def _dict(obj: object) -> dict[str, Any]:
+    return obj if isinstance(obj, dict) else {}
+
+
+def _str(obj: object) -> str | None:
+    return obj if isinstance(obj, str) and obj else None

@@ -1,0 +1,158 @@
+"""HTTP plumbing shared by every provider: one POST with a hard size cap and a total deadline.
+
+Transport failures become TransientError here, so providers only classify real responses.
+Nothing raised from this module carries the API key: every message goes through `redact`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, quote_plus
+
+import httpx
+
+from nbbatch.errors import FatalError, TransientError
+
+Redact = Callable[[str], str]
+
+# Failures before the request left this machine: the provider cannot have charged for them.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    latency: float  # seconds from sending the request to the last byte of the body
+
+
+def redactor(secret: str | None) -> Redact:
+    """A function that replaces `secret` (plain or URL-encoded) with '***' in a text."""
+    forms = {s for s in (secret, quote(secret or "", safe=""), quote_plus(secret or "")) if s}
+    ordered = sorted(forms, key=len, reverse=True)  # an encoded form may contain the plain one
+
+    def redact(text: str) -> str:
+        for form in ordered:
+            text = text.replace(form, "***")
+        return text
+
+    return redact
+
+
+def retry_after_from_headers(
+    headers: Mapping[str, str], *, now: float | None = None
+) -> float | None:
+    """Seconds the server asks to wait: `retry-after-ms`, else `Retry-After` (seconds or date)."""
+    headers = httpx.Headers(headers)  # case-insensitive lookups whatever we were given
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000
+        except ValueError:
+            value = -1.0
+        if 0 <= value < float("inf"):
+            return value
+    text = (headers.get("retry-after") or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": HTTP dates are always UTC
+            when = when.replace(tzinfo=UTC)
+        value = max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return value if 0 <= value < float("inf") else None
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    json: object,
+    headers: Mapping[str, str],
+    timeout: float,
+    max_bytes: int,
+    provider: str,
+    redact: Redact,
+) -> RawResponse:
+    """POST `json` and read the whole answer, whatever its status, within `timeout` seconds.
+
+    Raises TransientError for transport failures, a body over `max_bytes` and the deadline;
+    never follows redirects (a 3xx is returned like any other response).
+    """
+    content = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+    sent = False  # set once the request body has gone out (seen through httpcore's trace hook)
+    got_headers = False
+
+    async def trace(event: str, info: object) -> None:  # httpcore awaits it on an async client
+        nonlocal sent
+        if event.endswith("send_request_body.complete"):
+            sent = True
+
+    def transient(message: str, billed: bool) -> TransientError:
+        return TransientError(redact(message), provider=provider, possibly_billed=billed)
+
+    start = time.monotonic()
+    try:
+        # httpx's timeouts are per read; the whole exchange gets one deadline here.
+        async with asyncio.timeout(timeout):
+            request = client.build_request(
+                "POST", url, content=content, headers={**headers}, extensions={"trace": trace}
+            )
+            response = await client.send(request, stream=True, follow_redirects=False)
+            try:
+                got_headers = True
+                body = await _read_capped(response, max_bytes)
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        raise transient(
+            f"no complete response within {timeout:g} s", sent or got_headers
+        ) from None
+    except _BodyTooLarge:
+        raise transient(f"response larger than {max_bytes} bytes", True) from None
+    except httpx.UnsupportedProtocol as exc:
+        raise FatalError(
+            redact(f"cannot send to {url}: {exc} (check base_url)"), provider=provider
+        ) from None
+    except _NOT_SENT as exc:
+        raise transient(f"could not connect: {_describe(exc)}", False) from None
+    except (httpx.WriteError, httpx.WriteTimeout) as exc:
+        raise transient(f"could not send the request: {_describe(exc)}", sent) from None
+    except httpx.TimeoutException as exc:
+        raise transient(f"timed out waiting for the response: {_describe(exc)}", True) from None
+    except httpx.HTTPError as exc:  # read errors, connection reset, bad compression...
+        raise transient(f"connection failed: {_describe(exc)}", True) from None
+    return RawResponse(response.status_code, response.headers, body, time.monotonic() - start)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    # Refuse early when the server announces the size; count bytes anyway, it may not have.
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _BodyTooLarge
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise _BodyTooLarge
+    return bytes(body)
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,49 @@
+"""Which output folder each working directory used last, so `nbbatch resume` needs no argument.
+
+Kept in the user's state folder (XDG_STATE_HOME, or NBBATCH_STATE_DIR to move it), never in
+the output folder; written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def state_dir(env: Mapping[str, str]) -> Path:
+    if env.get("NBBATCH_STATE_DIR"):
+        return Path(env["NBBATCH_STATE_DIR"])
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local/state")
+    return Path(base) / "nbbatch"
+
+
+def _registry(env: Mapping[str, str]) -> Path:
+    return state_dir(env) / "recent-runs.json"
+
+
+def _load(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def remember(cwd: Path, out: Path, env: Mapping[str, str]) -> None:
+    """Best effort: a read-only home must not stop a run."""
+    path = _registry(env)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs = _load(path)
+        runs[str(cwd)] = str(out)
+        temp = path.with_suffix(f".{os.getpid()}.tmp")
+        temp.write_text(json.dumps(runs, indent=1, sort_keys=True))
+        os.replace(temp, path)
+
+
+def last_out(cwd: Path, env: Mapping[str, str]) -> Path | None:
+    out = _load(_registry(env)).get(str(cwd))
+    return Path(out) if out else None

@@ -1,0 +1,173 @@
+"""The output folder: image file names, atomic writes, crash recovery, the folder lock.
+
+An image is written to a temporary name in the same folder, flushed, fsynced and renamed into
+place, so no reader ever sees half an image. The temporary name carries the image's hash, so
+after a crash the ledger's save intent tells a finished temporary file from a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from nbbatch.errors import FolderLockedError, StorageError
+
+IMAGES_DIR = "images"
+LOCK_FILE = ".nbbatch.lock"
+TEMP_SUFFIX = ".tmp"
+
+
+def image_file_name(item_id: str, index: int, count: int, extension: str) -> str:
+    """`ID.png` for a single image, `ID-1.png` … `ID-N.png` when the item asks for several."""
+    stem = item_id if count == 1 else f"{item_id}-{index}"
+    return f"{stem}.{extension}"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ImageStore:
+    """Writes images under OUT/images/ and nowhere else."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.images = out / IMAGES_DIR
+
+    def prepare(self) -> None:
+        try:
+            self.images.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.images}: {exc.strerror}") from exc
+        if self.images.is_symlink() or not self.images.resolve().is_relative_to(
+            self.out.resolve()
+        ):
+            raise StorageError(
+                f"{self.images} points outside the output folder; remove the link and run again"
+            )
+
+    def relative(self, name: str) -> str:
+        return f"{IMAGES_DIR}/{name}"
+
+    def _path(self, relative: str) -> Path:
+        path = self.out / relative
+        if path.parent != self.images or path.name in ("", ".", ".."):
+            raise StorageError(f"refusing to write {relative!r} outside {self.images}")
+        return path
+
+    def _temp_path(self, final: Path, sha256: str) -> Path:
+        return final.with_name(f".{final.name}.{sha256[:16]}{TEMP_SUFFIX}")
+
+    def write(self, relative: str, data: bytes, sha256: str) -> None:
+        """Atomically place `data` at OUT/relative. Raises StorageError (disk full, no access)."""
+        final = self._path(relative)
+        temp = self._temp_path(final, sha256)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            hint = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+            raise StorageError(f"cannot write {final}: {exc.strerror}{hint}") from exc
+
+    def recover(self, relative: str, sha256: str) -> bool:
+        """Finish a save a crash interrupted. True when OUT/relative now holds those bytes."""
+        final = self._path(relative)
+        if _file_sha256(final) == sha256:
+            return True
+        temp = self._temp_path(final, sha256)
+        if _file_sha256(temp) == sha256:
+            os.replace(temp, final)
+            _fsync_dir(final.parent)
+            return True
+        return False
+
+    def remove_temp_files(self) -> int:
+        """Delete temporary files left by a crash; call only while holding the folder lock."""
+        removed = 0
+        if self.images.is_dir():
+            for path in self.images.glob(f".*{TEMP_SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+        return removed
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FolderLock:
+    """One run per output folder. flock is released by the kernel when the holder dies,
+    so a `kill -9` never leaves a stale lock behind."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe_holder(fd)
+            os.close(fd)
+            raise FolderLockedError(
+                f"{self.path.parent} is in use by another nbbatch run ({holder}); "
+                "wait for it to finish, or run again later"
+            ) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
+        return f"pid {info['pid']} on {info['host']}, since {since}"
+    except (ValueError, KeyError, TypeError, OSError):
+        return "holder unknown"

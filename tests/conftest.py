@@ -1,0 +1,56 @@
+import asyncio
+import heapq
+import itertools
+
+import pytest
+
+KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY")
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch, tmp_path):
+    """No test sees a real key or writes outside tmp_path."""
+    for name in KEY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NBBATCH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+class FakeClock:
+    """Virtual time for asyncio code: sleeping tasks wake in deadline order, instantly.
+
+    Time moves only when every task is waiting, like a discrete-event simulation; each
+    requested sleep is recorded.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+        self._timers: list = []
+        self._seq = itertools.count()
+        self._driver: asyncio.Task | None = None
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._timers, (self.now + max(seconds, 0), next(self._seq), future))
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.create_task(self._drive())
+        await future
+
+    async def _drive(self) -> None:
+        while self._timers:
+            for _ in range(20):  # let every runnable task reach its next wait
+                await asyncio.sleep(0)
+            deadline, _, future = heapq.heappop(self._timers)
+            self.now = max(self.now, deadline)
+            if not future.done():
+                future.set_result(None)
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
