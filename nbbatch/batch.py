@@ -156,7 +156,7 @@ def plan_batch(settings: Settings) -> Plan:
             continue
         item = items[image.id]
         per_provider[item.provider] += 1
-        cost += catalog.price(item.model, item.image_size)
+        cost += catalog.price(item.model, item.image_size, item.provider)
     interval = manifest.pacing.interval.mean
     # Start-to-start pacing per provider: the busiest provider sets the pace.
     seconds = max(per_provider.values(), default=0) * interval

@@ -49,7 +49,12 @@ def lookup(model: str) -> ModelInfo | None:
     return MODELS.get(model)
 
 
-def price(model: str, image_size: str | None) -> float:
-    """Estimated USD for one image; 0.0 for models without a known price."""
+FREE_PROVIDERS = frozenset({"simulator"})
+
+
+def price(model: str, image_size: str | None, provider: str | None = None) -> float:
+    """Estimated USD for one image; 0.0 for unknown models and for the simulator."""
+    if provider in FREE_PROVIDERS:
+        return 0.0
     info = MODELS.get(model)
     return info.price(image_size) if info else 0.0

@@ -140,7 +140,8 @@ def _check_image_size(value: Any) -> str:
 def _check_count(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100:
         return value
-    got = value if isinstance(value, int) else f"{kind_of(value)} {shown(value)}"
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    got = value if is_int else f"{kind_of(value)} {shown(value)}"
     raise EntryError(f"must be a whole number from 1 to 100, got {got}")
 
 
@@ -300,8 +301,9 @@ class ItemBuilder:
 def _blame(e: Mapping[str, Any], field: str, message: str) -> EntryError:
     if field in e:
         return EntryError(message, (field,))
-    if "model" in e:
-        return EntryError(message, ("model",))
+    for cause in ("model", "provider"):  # the entry's choice made the default unfit
+        if cause in e:
+            return EntryError(message, (cause,))
     return EntryError(message, at=("defaults", field))
 
 

@@ -237,7 +237,8 @@ class BatchRunner:
         return None
 
     def _max_price(self) -> float:
-        return max((catalog.price(i.model, i.image_size) for i in self.items.values()), default=0)
+        return max((catalog.price(i.model, i.image_size, i.provider) for i in self.items.values()),
+                   default=0)
 
     def _start(self, job: _Job) -> None:
         self._jobs.add(job)
@@ -318,7 +319,7 @@ class BatchRunner:
         *, possibly_billed: bool = False,
     ) -> None:
         billed = possibly_billed or bool(getattr(exc, "possibly_billed", False))
-        price = catalog.price(job.item.model, job.item.image_size)
+        price = catalog.price(job.item.model, job.item.image_size, job.lane.name)
         self.ledger.record_attempt(job.key, Attempt(
             started_at=started, provider=job.lane.name, model=job.item.model, outcome=outcome,
             http_status=exc.status if exc else (200 if outcome == "success" else None),
@@ -331,7 +332,7 @@ class BatchRunner:
         relative = self.store.relative(
             image_file_name(job.row.id, job.row.index, job.item.count, extension))
         digest = sha256_hex(image.data)
-        cost = catalog.price(job.item.model, job.item.image_size)
+        cost = catalog.price(job.item.model, job.item.image_size, job.lane.name)
         # Intent first: a crash between here and mark_done is finished by the next run's
         # recovery instead of paying for the image again.
         self.ledger.begin_save(job.key, file=relative, sha256=digest, bytes=len(image.data),
@@ -381,9 +382,12 @@ class BatchRunner:
             self.halt(f"quota exhausted on {', '.join(self.lanes)}: run again when it resets")
 
     def _lane_state(self, lane: Lane, state: str, *, level: str = "info", detail: str = "") -> None:
-        if self.progress.providers.get(lane.name) == state:
+        previous = self.progress.providers.get(lane.name)
+        if previous == state:
             return
         self.progress.providers[lane.name] = state
+        if previous == "ready" and state == "ok":
+            return  # the first answer is not news
         text = f"{lane.name}: {state}" + (f" - {detail}" if detail else "")
         self._emit(Event("provider", text, provider=lane.name, level=level))
 
