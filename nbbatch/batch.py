@@ -7,17 +7,20 @@ interrupted, brings the ledger in line with the manifest, and runs the loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 
 from nbbatch import catalog
 from nbbatch.errors import ExitCode, UsageError
+from nbbatch.failover import candidates
 from nbbatch.ledger import Counts, ImageRow, Ledger, PlannedImage
 from nbbatch.manifest import Manifest, ProviderConfig
 from nbbatch.providers import create_provider
@@ -88,7 +91,8 @@ def run_batch(
                 ledger.retry_failed()
             pending = ledger.pending()
             items = {item.id: item for item in manifest.items}
-            needed = {items[row.id].provider for row in pending if row.id in items}
+            needed = {name for row in pending if row.id in items
+                      for name in candidates(items[row.id], manifest.failover)}
             providers = build_providers(manifest, needed, env, transport_factory)
             run_id = ledger.start_run(manifest=str(manifest.path), options=options.to_record(),
                                       cwd=str(cwd), pid=os.getpid())
@@ -181,17 +185,6 @@ def _model_warnings(manifest: Manifest) -> Iterator[str]:
 # -- status -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Status:
-    out: Path
-    manifest: str | None
-    counts: Counts
-    cost_usd: float
-    possibly_spent_usd: float
-    by_provider: dict[str, Counts]
-    ledger: Ledger  # open; rows() streams the items
-
-
 def open_ledger_for_reading(out: Path) -> Ledger:
     path = out / LEDGER_FILE
     if not path.exists():
@@ -199,17 +192,26 @@ def open_ledger_for_reading(out: Path) -> Ledger:
     return Ledger.open(path)
 
 
-def status_document(ledger: Ledger, *, out: str, manifest: str | None) -> dict:
-    """The `status --json` document (SPEC §7)."""
+def write_status_json(ledger: Ledger, stream: TextIO, *, out: str, manifest: str | None) -> None:
+    """The `status --json` document (SPEC §7), streamed one item per line: 100,000 images
+    need neither the whole document in memory nor the slow indenting encoder."""
     counts = ledger.counts()
-    return {
+    head = {
         "out": out,
         "manifest": manifest,
         "counts": {"total": counts.total, "done": counts.done, "failed": counts.failed,
                    "pending": counts.pending},
         "cost_usd": round(ledger.cost_summary().spent_usd, 6),
-        "items": [_item_json(row) for row in ledger.rows()],
     }
+    stream.write("{\n")
+    for key, value in head.items():
+        stream.write(f"  {json.dumps(key)}: {json.dumps(value)},\n")
+    stream.write('  "items": [')
+    separator = "\n    "
+    for row in ledger.rows():
+        stream.write(separator + json.dumps(_item_json(row)))
+        separator = ",\n    "
+    stream.write("\n  ]\n}\n")
 
 
 def _item_json(row: ImageRow) -> dict:

@@ -5,7 +5,6 @@ exit codes. Nothing else lives here. Heavy modules are imported inside the comma
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from pathlib import Path
@@ -149,7 +148,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status document as JSON.")] = False,
 ) -> int:
     """What is done, failed and pending, with counts."""
-    from nbbatch.batch import open_ledger_for_reading, status_document
+    from nbbatch.batch import open_ledger_for_reading, write_status_json
     from nbbatch.ui import counts_line, status_table
 
     folder = _find_out(out)
@@ -158,9 +157,7 @@ def status(
         last = ledger.last_run()
         manifest = _display_path(Path(last.manifest)) if last else None
         if as_json:
-            json.dump(status_document(ledger, out=shown_out, manifest=manifest), sys.stdout,
-                      indent=2)
-            sys.stdout.write("\n")
+            write_status_json(ledger, sys.stdout, out=shown_out, manifest=manifest)
             return 0
         cost = ledger.cost_summary()
         console.print(status_table(list(ledger.rows())))

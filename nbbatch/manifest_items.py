@@ -21,7 +21,8 @@ from nbbatch.manifest_schema import ENTRY_FIELDS, PROVIDERS, kind_of, shown
 IMAGE_SIZES = ("512", "1K", "2K", "4K")
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 
-_ID_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?<!\.)")  # no "..", no "." at the end
+# 1-100 safe characters, starting with a letter or digit; no "..", no "." at the end
+_ID_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?<!\.)")
 _ID_RULE = (
     "ids become file names, so use 1-100 of the characters A-Z a-z 0-9 . _ - , starting with "
     "a letter or digit, with no '..' and no '.' at the end"
@@ -59,8 +60,9 @@ def validate_id(value: str) -> str:
 
 def derive_id(prompt: str) -> str:
     """A stable id for a prompt without one: a slug of its words plus 8 hex of its SHA-256."""
-    text = prompt if prompt.isascii() else (
-        unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode())
+    text = prompt[:200]  # plenty for a 40-character slug, and long prompts cost no more
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = "-".join(_WORD_RE.findall(text.lower()))
     if len(slug) > 40:  # cut at a word boundary when there is one
         cut = slug.rfind("-", 0, 41)
@@ -108,7 +110,8 @@ def _check_prompt(value: Any) -> str:
 
 def _check_provider(value: Any) -> str:
     if _text(value) not in PROVIDERS:
-        raise EntryError(f"unknown provider {shown(value)}; known providers: {', '.join(PROVIDERS)}")
+        raise EntryError(
+            f"unknown provider {shown(value)}; known providers: {', '.join(PROVIDERS)}")
     return value
 
 
@@ -185,7 +188,8 @@ def check_entry(raw: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, A
 
 class ItemBuilder:
     """Turns checked entries into items, applying defaults. Reference files are read and
-    hashed once per distinct path, however many entries name them."""
+    hashed once per distinct path, however many entries name them. `make_item` is
+    manifest.Item, passed in because manifest.py imports this module."""
 
     def __init__(
         self,
@@ -204,7 +208,6 @@ class ItemBuilder:
         self._shapes: set[tuple[str, str | None, str | None]] = set()  # checked combinations
         self._provider_models = provider_models
         self._make = make_item
-        self._models: dict[tuple[str, str | None], str] = {}
         self._refs: dict[str, tuple[Path, str]] = {}
         self._digests: dict[Path, str] = {}
         self.providers_used: set[str] = set()
@@ -255,32 +258,23 @@ class ItemBuilder:
         self._shapes.add((model, aspect, size))
 
     def _model(self, provider: str, e: Mapping[str, Any]) -> str:
-        cache_key = (provider, e.get("model"))
-        model = self._models.get(cache_key)
+        """The entry's model, else the first of: defaults.model (for the default provider),
+        providers.<provider>.model, the catalog's default. The load checked those already."""
+        model = e.get("model")
         if model is not None:
+            if not serves(provider, model):
+                raise EntryError(f"{model!r} is a {family(model)} model, which provider "
+                                 f"{provider!r} cannot serve", ("model",))
             return model
-        blame = EntryError("", ("model",))
-        if "model" in e:
-            model = e["model"]
-        elif provider == self._provider and self._defaults.get("model"):
-            model, blame = self._defaults["model"], EntryError("", at=("defaults", "model"))
-        elif self._provider_models.get(provider):
-            model = self._provider_models[provider]
-            blame = EntryError("", at=("providers", provider, "model"))
-        else:
-            model = DEFAULT_MODEL.get(provider)
-            if model is None:
-                message = (f"no model for provider {provider!r}: set a model here, in defaults, "
-                           f"or as providers.{provider}.model")
-                if "provider" in e:
-                    raise EntryError(message, ("provider",))
-                raise EntryError(message, at=("defaults", "provider"))
-        if not serves(provider, model):
-            raise EntryError(
-                f"{model!r} is a {family(model)} model, which provider {provider!r} cannot serve",
-                blame.key, blame.at,
-            )
-        self._models[cache_key] = model
+        if provider == self._provider:
+            model = self._defaults.get("model")
+        model = model or self._provider_models.get(provider) or DEFAULT_MODEL.get(provider)
+        if model is None:
+            message = (f"no model for provider {provider!r}: set a model here, in defaults, "
+                       f"or as providers.{provider}.model")
+            if "provider" in e:
+                raise EntryError(message, ("provider",))
+            raise EntryError(message, at=("defaults", "provider"))
         return model
 
     def _reference(self, raw: str, j: int) -> tuple[Path, str]:
@@ -288,12 +282,15 @@ class ItemBuilder:
         if hit is None:
             try:
                 path = (self._base / raw).resolve()
-                digest = self._digests.get(path)
-                if digest is None:
+            except (OSError, RuntimeError, ValueError) as e:  # a NUL byte, a symlink loop
+                raise EntryError(f"cannot use reference image path {shown(raw)}: {e}",
+                                 ("images", j)) from None
+            digest = self._digests.get(path)
+            if digest is None:
+                try:
                     digest = self._digests[path] = _digest_reference(path, raw)
-            except (OSError, RuntimeError, ValueError) as e:
-                raise EntryError(str(e) if isinstance(e, ValueError) else
-                                 f"cannot read reference image {raw!r}: {e}", ("images", j)) from None
+                except ValueError as e:
+                    raise EntryError(str(e), ("images", j)) from None
             hit = self._refs[raw] = (path, digest)
         return hit
 
@@ -313,8 +310,9 @@ def _digest_reference(path: Path, raw: str) -> str:
         st = path.stat()
     except (FileNotFoundError, NotADirectoryError):
         raise ValueError(f"reference image {shown(raw)} not found (looked for {path})") from None
-    except OSError as e:
-        raise ValueError(f"cannot read reference image {shown(raw)}: {e.strerror}") from None
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise ValueError(f"cannot read reference image {shown(raw)}: {reason}") from None
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"reference image {shown(raw)} is not a file ({path})")
     if st.st_size > MAX_REFERENCE_BYTES:

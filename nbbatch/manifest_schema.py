@@ -1,7 +1,7 @@
 """The manifest's YAML layer: safe loading, the section schema, and where each node sits.
 
-Prompt entries are not validated here: there can be 100,000 of them, and a plain function in
-manifest.py checks them faster with the same precise messages. This module checks the
+Prompt entries are not validated here: there can be 100,000 of them, and plain functions in
+manifest_items.py check them faster with the same precise messages. This module checks the
 handful of sections around them (pydantic, unknown keys forbidden, no type coercion).
 """
 
@@ -17,7 +17,9 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 MAX_MANIFEST_BYTES = 50 * 1024 * 1024
 
 PROVIDERS = ("gemini", "vertex", "openai", "simulator")
-ENTRY_FIELDS = ("id", "prompt", "provider", "model", "aspect_ratio", "image_size", "count", "images")
+ENTRY_FIELDS = (
+    "id", "prompt", "provider", "model", "aspect_ratio", "image_size", "count", "images",
+)
 DEFAULT_FIELDS = ("provider", "model", "aspect_ratio", "image_size", "count")
 
 # ---------------------------------------------------------------------------- safe YAML
@@ -227,15 +229,20 @@ _KIND_NAMES = {
 _SECRET_FIELDS = {"api_key_env"}
 
 
-def validate_sections(
-    data: Mapping[str, Any],
-) -> tuple[ManifestSchema | None, tuple[tuple[Any, ...], str] | None]:
-    """Return (schema, None), or (None, (path, message)) for the first problem."""
+class SectionError(Exception):
+    """The first problem pydantic found, as (path, message) in nbbatch's words."""
+
+    def __init__(self, path: tuple[Any, ...], message: str) -> None:
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
+def validate_sections(data: Mapping[str, Any]) -> ManifestSchema:
+    """The sections of a manifest, checked. Raises SectionError."""
     try:
-        return ManifestSchema.model_validate(data), None
+        return ManifestSchema.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        return None, _describe(err)
+        raise SectionError(*_describe(exc.errors(include_url=False)[0])) from None
 
 
 def _describe(err: Any) -> tuple[tuple[Any, ...], str]:

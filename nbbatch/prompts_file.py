@@ -36,7 +36,8 @@ def _text_lines(f: IO[bytes], display: str) -> Iterator[str]:
         try:
             yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as e:
-            raise ManifestError(f"not UTF-8 text: {e.reason}", file=display, line=number) from None
+            raise ManifestError(f"not UTF-8 text: {e.reason}", file=display,
+                                line=number) from None
 
 
 def _csv_rows(path: Path, display: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -56,7 +57,10 @@ def _csv_rows(path: Path, display: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 if len(row) != width:
                     raise fail(f"this row has {len(row)} cells but the header has {width} "
                                "columns (quote cells that contain a comma)", line)
-                entry = {name: cell for name, cell in zip(header, map(str.strip, row)) if cell}
+                entry: dict[str, Any] = {
+                    name: cell for name, cell in zip(header, map(str.strip, row), strict=True)
+                    if cell
+                }
                 if "count" in entry:
                     count = entry["count"]
                     if not (count.isascii() and count.isdigit()):
@@ -106,10 +110,11 @@ def _jsonl_rows(path: Path, display: str) -> Iterator[tuple[int, dict[str, Any]]
             try:
                 obj = decode(text)
             except _DuplicateKey as e:
-                raise ManifestError(f"duplicate key {e.args[0]!r}", file=display, line=line) from None
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"invalid JSON: {e.msg} (column {e.colno})", file=display,
+                raise ManifestError(f"duplicate key {e.args[0]!r}", file=display,
                                     line=line) from None
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"invalid JSON: {e.msg} (column {e.colno})",
+                                    file=display, line=line) from None
             except RecursionError:
                 raise ManifestError("JSON nested too deeply", file=display, line=line) from None
             if type(obj) is not dict:

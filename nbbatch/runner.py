@@ -11,7 +11,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nbbatch import catalog
@@ -25,6 +25,7 @@ from nbbatch.errors import (
     StorageError,
     TransientError,
 )
+from nbbatch.failover import Choice, NoProviderLeft, Router, candidates
 from nbbatch.ledger import Attempt, CostSummary, Counts, ImageRow, Ledger
 from nbbatch.manifest import Item, Manifest, PacingConfig, RetryConfig
 from nbbatch.pacing import Clock, Pacer, Sleep
@@ -88,22 +89,26 @@ class _Halted(Exception):
     """Raised inside an image job when the run stopped dispatching: the image stays pending."""
 
 
+class _Rerouted(TransientError):
+    """This image's provider was dropped; another attempt goes to the next one in line."""
+
+
 class Lane:
     """One provider as the runner drives it: its pacer, its in-flight slots, its state."""
 
     def __init__(
-        self, name: str, provider: Provider, pacing: PacingConfig, *, clock: Clock, sleep: Sleep,
-        rng: random.Random,
+        self, name: str, provider: Provider, pacing: PacingConfig, *, model: str | None,
+        clock: Clock, sleep: Sleep, rng: random.Random,
     ) -> None:
         self.name = name
         self.provider = provider
+        self.model = model  # what this provider makes when it stands in for another
         self.pacer = Pacer(pacing.interval, clock=clock, sleep=sleep, rng=rng)
         self.concurrency = pacing.concurrency
         # One request at a time until the provider has answered once: a rejected key or an
         # unknown model then costs exactly one request, never `concurrency` of them.
         self.slots = asyncio.Semaphore(1)
         self.opened = False
-        self.exhausted: QuotaExhaustedError | None = None
 
     def open_up(self) -> None:
         if not self.opened:
@@ -116,13 +121,19 @@ class Lane:
 class _Job:
     row: ImageRow
     item: Item
-    lane: Lane
+    candidates: tuple[str, ...]  # providers that may make it, preferred first
+    lane: Lane | None = None  # the provider of the current (or last) attempt
+    model: str = ""  # the model asked for in that attempt
     task: asyncio.Task | None = None
     working: bool = False  # a request or a save under way: a graceful stop lets it finish
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.row.id, self.row.index)
+
+    @property
+    def provider(self) -> str | None:
+        return self.lane.name if self.lane else None
 
     @property
     def label(self) -> str:
@@ -153,15 +164,21 @@ class BatchRunner:
         self._clock, self._wall, self._sleep = clock, wall, sleep
         rng = rng or random.Random()
         self.lanes = {
-            name: Lane(name, provider, manifest.pacing, clock=clock, sleep=sleep, rng=rng)
+            name: Lane(name, provider, manifest.pacing, clock=clock, sleep=sleep, rng=rng,
+                       model=_backup_model(manifest, name))
             for name, provider in providers.items()
         }
+        failover = manifest.failover
+        self.router = Router(
+            list(self.lanes), trip_after=failover.trip_after if failover else 0,
+            probe_every=failover.probe_every if failover else 0, clock=clock)
         self.items = {item.id: item for item in manifest.items}
         self._jobs: set[_Job] = set()
         self._changed = asyncio.Event()  # set whenever a job ends: wakes the dispatcher
         self._references: dict[Path, ReferenceImage] = {}
         self.stop_reason: str | None = None
         self.fatal: FatalError | None = None
+        self.quota: QuotaExhaustedError | None = None
         self.storage_error: StorageError | None = None
         self.interrupted_by: ExitCode | None = None
         self._spent_this_run = 0.0
@@ -197,12 +214,15 @@ class BatchRunner:
             if self.stop_reason:
                 break
             item = self.items.get(row.id)
-            lane = self.lanes.get(item.provider) if item else None
-            if item is None or lane is None or lane.exhausted:
+            if item is None:
+                continue
+            usable = tuple(name for name in candidates(item, self.manifest.failover)
+                           if name in self.lanes and not self.router.health[name].dropped)
+            if not usable:
                 continue  # stays pending for a later run
             if not await self._wait_for_room(window):
                 break
-            self._start(_Job(row, item, lane))
+            self._start(_Job(row, item, usable))
         while self._jobs:
             self._changed.clear()
             await self._changed.wait()
@@ -264,12 +284,11 @@ class BatchRunner:
         except (BlockedError, InvalidRequestError) as exc:
             self._set_failed(job, exc)
         except QuotaExhaustedError as exc:
-            self._exhaust(job.lane, exc)
             self._set_pending(job, exc.kind, exc.message, level="debug")
         except FatalError as exc:
-            self.fatal = self.fatal or exc
             self.ledger.mark_pending(job.key, kind=exc.kind, message=exc.message)
-            self.halt(f"{job.lane.name}: {exc.message}", hard=True)
+            if self.router.all_dropped():
+                self.halt(f"{exc.provider}: {exc.message}", hard=True)
         except StorageError as exc:
             self.storage_error = self.storage_error or exc
             self.ledger.mark_pending(job.key, kind="storage", message=exc.message)
@@ -280,48 +299,81 @@ class BatchRunner:
             self._set_pending(job, "local", str(exc), level="error")
 
     async def _attempt(self, job: _Job, request: ImageRequest) -> GeneratedImage:
-        lane = job.lane
-        async with lane.slots:
-            await lane.pacer.wait_turn()
-            if self.stop_reason:
-                raise _Halted
-            if lane.exhausted:
-                raise lane.exhausted
-            job.working = True
-            self.progress.requests += 1
-            self.progress.in_flight += 1
-            started, t0 = self._wall(), self._clock()
-            self._emit(Event("attempt", f"request {job.label}", job.key, lane.name, "debug"))
+        while True:
             try:
-                image = await lane.provider.generate(request)
-            except ProviderError as exc:
-                job.working = False
-                self._record(job, started, t0, exc.kind, exc)
-                if not isinstance(exc, FatalError):
-                    lane.open_up()
-                if isinstance(exc, TransientError) and exc.retry_after:
-                    lane.pacer.pause_for(exc.retry_after)
-                    self._lane_state(lane, f"paused {exc.retry_after:g}s (server asked)")
-                raise
-            except asyncio.CancelledError:
-                self._record(job, started, t0, "interrupted", None, possibly_billed=True)
-                raise
-            finally:
-                self.progress.in_flight -= 1
-            lane.open_up()
-            if not lane.pacer.is_paused():
-                self._lane_state(lane, "ok")
-            self._record(job, started, t0, "success", None)
-            return image
+                choice = self.router.choose(job.candidates)
+            except NoProviderLeft:
+                raise self.fatal or self.quota or _Halted() from None
+            lane = job.lane = self.lanes[choice.provider]
+            attempt = request
+            if lane.name != job.item.provider:
+                attempt = replace(request, model=lane.model or request.model)
+            job.model = attempt.model
+            async with lane.slots:
+                await lane.pacer.wait_turn()
+                if self.stop_reason:
+                    raise _Halted
+                if not self.router.still_valid(choice):
+                    self.router.failed_otherwise(choice)
+                    continue  # switched away or dropped while this attempt waited
+                return await self._send(job, lane, choice, attempt)
+
+    async def _send(self, job: _Job, lane: Lane, choice: Choice,
+                    request: ImageRequest) -> GeneratedImage:
+        job.working = True
+        self.progress.requests += 1
+        self.progress.in_flight += 1
+        started, t0 = self._wall(), self._clock()
+        probe = " (probe)" if choice.probe else ""
+        self._emit(Event("attempt", f"request {job.label} on {lane.name}{probe}", job.key,
+                         lane.name, "debug"))
+        try:
+            image = await lane.provider.generate(request)
+        except ProviderError as exc:
+            job.working = False
+            self._record(job, request, started, t0, exc.kind, exc)
+            if not isinstance(exc, FatalError):
+                lane.open_up()
+            self._after_failure(job, lane, choice, exc)
+            raise
+        except asyncio.CancelledError:
+            self._record(job, request, started, t0, "interrupted", None, possibly_billed=True)
+            raise
+        finally:
+            self.progress.in_flight -= 1
+        lane.open_up()
+        self._record(job, request, started, t0, "success", None)
+        if self.router.succeeded(choice):
+            self._lane_state(lane, "ok", detail="recovered: serving again")
+        elif not lane.pacer.is_paused():
+            self._lane_state(lane, "ok")
+        return image
+
+    def _after_failure(self, job: _Job, lane: Lane, choice: Choice, exc: ProviderError) -> None:
+        """Let one answer steer the provider: pause, switch away, or drop it."""
+        if isinstance(exc, TransientError) and exc.overload:
+            if self.router.overloaded(choice):
+                self._lane_state(lane, "switched away", level="warning",
+                                 detail=f"{self.router.trip_after} overloads in a row; probing "
+                                 f"every {self.router.probe_every:g}s")
+        else:
+            self.router.failed_otherwise(choice)
+        if isinstance(exc, TransientError) and exc.retry_after:
+            lane.pacer.pause_for(exc.retry_after)
+            self._lane_state(lane, f"paused {exc.retry_after:g}s (server asked)")
+        if isinstance(exc, (QuotaExhaustedError, FatalError)):
+            self._drop(lane, exc)
+            if any(not self.router.health[name].dropped for name in job.candidates):
+                raise _Rerouted(f"{lane.name}: {exc.message}") from exc
 
     def _record(
-        self, job: _Job, started: float, t0: float, outcome: str, exc: ProviderError | None,
-        *, possibly_billed: bool = False,
+        self, job: _Job, request: ImageRequest, started: float, t0: float, outcome: str,
+        exc: ProviderError | None, *, possibly_billed: bool = False,
     ) -> None:
         billed = possibly_billed or bool(getattr(exc, "possibly_billed", False))
-        price = catalog.price(job.item.model, job.item.image_size, job.lane.name)
+        price = catalog.price(request.model, job.item.image_size, job.provider)
         self.ledger.record_attempt(job.key, Attempt(
-            started_at=started, provider=job.lane.name, model=job.item.model, outcome=outcome,
+            started_at=started, provider=job.provider, model=request.model, outcome=outcome,
             http_status=exc.status if exc else (200 if outcome == "success" else None),
             latency=self._clock() - t0, error=exc.message if exc else None,
             possibly_billed=billed, cost_usd=price if (billed or outcome == "success") else 0.0,
@@ -332,11 +384,11 @@ class BatchRunner:
         relative = self.store.relative(
             image_file_name(job.row.id, job.row.index, job.item.count, extension))
         digest = sha256_hex(image.data)
-        cost = catalog.price(job.item.model, job.item.image_size, job.lane.name)
+        cost = catalog.price(job.model, job.item.image_size, job.provider)
         # Intent first: a crash between here and mark_done is finished by the next run's
         # recovery instead of paying for the image again.
         self.ledger.begin_save(job.key, file=relative, sha256=digest, bytes=len(image.data),
-                               provider=job.lane.name, model=image.model or job.item.model,
+                               provider=job.provider, model=image.model or job.model,
                                cost_usd=cost, usage=dict(image.usage) or None)
         try:
             await asyncio.to_thread(self.store.write, relative, image.data, digest)
@@ -348,8 +400,8 @@ class BatchRunner:
         self._spent_this_run += cost
         p = self.progress
         p.done, p.pending, p.done_this_run = p.done + 1, p.pending - 1, p.done_this_run + 1
-        self._emit(Event("done", f"done {job.label} -> {relative} ({job.lane.name}, "
-                         f"{image.model or job.item.model})", job.key, job.lane.name))
+        self._emit(Event("done", f"done {job.label} -> {relative} ({job.provider}, "
+                         f"{image.model or job.model})", job.key, job.provider))
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -358,27 +410,31 @@ class BatchRunner:
         wait = state.upcoming_sleep
         self._emit(Event("retry", f"{job.label}: {getattr(error, 'message', error)} "
                          f"- retry {state.attempt_number + 1} in {wait:.1f}s",
-                         job.key, job.lane.name, "debug"))
+                         job.key, job.provider, "debug"))
 
     def _set_pending(self, job: _Job, kind: str, message: str, *, level: str) -> None:
         self.ledger.mark_pending(job.key, kind=kind, message=message)
         self._emit(Event("pending", f"{job.label} stays pending: {message}", job.key,
-                         job.lane.name, level))
+                         job.provider, level))
 
     def _set_failed(self, job: _Job, exc: ProviderError) -> None:
         self.ledger.mark_failed(job.key, kind=exc.kind, message=exc.message,
-                                provider=job.lane.name, model=job.item.model)
+                                provider=job.provider, model=job.model)
         p = self.progress
         p.failed, p.pending, p.failed_this_run = p.failed + 1, p.pending - 1, p.failed_this_run + 1
         self._emit(Event("failed", f"failed {job.label} ({exc.kind}): {exc.message}", job.key,
-                         job.lane.name, "warning"))
+                         job.provider, "warning"))
 
-    def _exhaust(self, lane: Lane, exc: QuotaExhaustedError) -> None:
-        if lane.exhausted:
+    def _drop(self, lane: Lane, exc: QuotaExhaustedError | FatalError) -> None:
+        if isinstance(exc, FatalError):
+            self.fatal = self.fatal or exc
+        else:
+            self.quota = self.quota or exc
+        if not self.router.drop(lane.name, exc.message):
             return
-        lane.exhausted = exc
-        self._lane_state(lane, "quota exhausted", level="error", detail=exc.message)
-        if all(other.exhausted for other in self.lanes.values()):
+        what = "quota exhausted" if isinstance(exc, QuotaExhaustedError) else "rejected"
+        self._lane_state(lane, f"dropped ({what})", level="error", detail=exc.message)
+        if self.router.all_dropped() and isinstance(exc, QuotaExhaustedError):
             self.halt(f"quota exhausted on {', '.join(self.lanes)}: run again when it resets")
 
     def _lane_state(self, lane: Lane, state: str, *, level: str = "info", detail: str = "") -> None:
@@ -419,7 +475,7 @@ class BatchRunner:
         counts = self.ledger.counts()
         if self.interrupted_by:
             code = self.interrupted_by
-        elif self.fatal:
+        elif self.fatal and (counts.pending or self.router.all_dropped()):
             code = self.fatal.exit_code
         elif counts.pending:
             code = ExitCode.TEMPFAIL
@@ -436,6 +492,11 @@ class BatchRunner:
             failed_this_run=self.progress.failed_this_run,
             elapsed=self._clock() - self.progress.started_at,
         )
+
+
+def _backup_model(manifest: Manifest, provider: str) -> str | None:
+    config = manifest.providers.get(provider)
+    return (config.model if config else None) or catalog.DEFAULT_MODEL.get(provider)
 
 
 def _sniff_mime(data: bytes) -> str:

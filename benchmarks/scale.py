@@ -1,0 +1,90 @@
+"""`plan`, `status` and resume planning on a 100,000-prompt manifest: seconds and peak memory.
+
+Each command runs as its own `nbbatch` process; its peak RSS comes from wait4(). The ledger is
+filled as if every image had been made (the benchmark marks them done directly), so the
+`run` measured here is pure resume planning: lock, recovery, sync, pending — then nothing to do.
+SPEC target: each under 5 s and 300 MB.
+
+    python benchmarks/scale.py [--prompts 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nbbatch.batch import planned_images
+from nbbatch.ledger import Ledger
+from nbbatch.manifest import load_manifest
+
+
+def measure(args: list[str], cwd: Path) -> tuple[float, float, int]:
+    """Seconds, peak RSS in MB, exit code of one nbbatch process."""
+    env = {**os.environ, "NBBATCH_STATE_DIR": str(cwd / "state")}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "nbbatch", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if proc.stderr:
+        proc.stderr.close()
+    return seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+
+
+def write_manifest(folder: Path, prompts: int) -> Path:
+    with open(folder / "prompts.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "prompt", "aspect_ratio"])
+        for i in range(prompts):
+            writer.writerow([f"item-{i:06d}", f"A product photo of catalogue item {i}, studio "
+                             "light, white background", "1:1"])
+    manifest = folder / "prompts.yaml"
+    manifest.write_text("version: 1\noutput: out\ndefaults: {provider: simulator, model: "
+                        "gemini-3-pro-image}\nprompts_file: prompts.csv\n")
+    return manifest
+
+
+def mark_everything_done(manifest: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with Ledger.open(out / "ledger.db") as ledger:
+        ledger.sync(planned_images(load_manifest(manifest)))
+        db = ledger._conn  # benchmark set-up only: a real run makes each image
+        with db:
+            db.execute("UPDATE images SET status='done', file='images/x.jpg', sha256='0', "
+                       "bytes=1, cost_usd=0")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        manifest = write_manifest(folder, args.prompts)
+        print(f"{args.prompts:,} prompts (CSV prompts_file)")
+        rows = [("plan (no ledger)", ["plan", str(manifest)])]
+        for label, command in rows:
+            report(label, *measure(command, folder))
+        mark_everything_done(manifest, folder / "out")
+        for label, command in [
+            ("plan (all done)", ["plan", str(manifest)]),
+            ("run = resume planning", ["run", str(manifest)]),
+            ("status", ["status", str(folder / "out")]),
+            ("status --json", ["status", str(folder / "out"), "--json"]),
+        ]:
+            report(label, *measure(command, folder))
+
+
+def report(label: str, seconds: float, rss_mb: float, code: int) -> None:
+    verdict = "ok" if seconds < 5 and rss_mb < 300 else "OVER TARGET"
+    print(f"  {label:24} {seconds:5.2f} s  {rss_mb:6.1f} MB  exit {code}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
