@@ -36,8 +36,9 @@ TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
 def planned_images(manifest: Manifest) -> Iterator[PlannedImage]:
     position = 0
     for item in manifest.items:
+        estimate = catalog.price(item.model, item.image_size, item.provider)
         for index in range(1, item.count + 1):
-            yield PlannedImage(item.id, index, item.fingerprint, position)
+            yield PlannedImage(item.id, index, item.fingerprint, position, estimate)
             position += 1
 
 
@@ -140,27 +141,26 @@ class Plan:
 def plan_batch(settings: Settings) -> Plan:
     """What a run would do, from the manifest and the ledger if one exists. Sends nothing."""
     manifest = settings.manifest
-    known: dict[tuple[str, int], ImageRow] = {}
+    known: dict[tuple[str, int], tuple[str, str]] = {}
     ledger_path = settings.out / LEDGER_FILE
     if ledger_path.exists():
         with Ledger.open(ledger_path) as ledger:
-            known = {(row.id, row.index): row for row in ledger.rows()}
-    items = {item.id: item for item in manifest.items}
+            known = ledger.states()
+    keep_failed = not settings.options.retry_failed
     done = failed = 0
     per_provider: Counter[str] = Counter()
     cost = 0.0
-    for image in planned_images(manifest):
-        row = known.get((image.id, image.index))
-        if row and row.fingerprint == image.fingerprint and row.status == "done":
-            done += 1
-            continue
-        if row and row.fingerprint == image.fingerprint and row.status == "failed" \
-                and not settings.options.retry_failed:
-            failed += 1
-            continue
-        item = items[image.id]
-        per_provider[item.provider] += 1
-        cost += catalog.price(item.model, item.image_size, item.provider)
+    for item in manifest.items:
+        fingerprint = item.fingerprint
+        for index in range(1, item.count + 1):
+            state = known.get((item.id, index))
+            if state == (fingerprint, "done"):
+                done += 1
+            elif state == (fingerprint, "failed") and keep_failed:
+                failed += 1
+            else:
+                per_provider[item.provider] += 1
+                cost += catalog.price(item.model, item.image_size, item.provider)
     interval = manifest.pacing.interval.mean
     # Start-to-start pacing per provider: the busiest provider sets the pace.
     seconds = max(per_provider.values(), default=0) * interval
@@ -195,13 +195,16 @@ def open_ledger_for_reading(out: Path) -> Ledger:
 def write_status_json(ledger: Ledger, stream: TextIO, *, out: str, manifest: str | None) -> None:
     """The `status --json` document (SPEC §7), streamed one item per line: 100,000 images
     need neither the whole document in memory nor the slow indenting encoder."""
-    counts = ledger.counts()
+    counts, cost = ledger.counts(), ledger.cost_summary()
     head = {
         "out": out,
         "manifest": manifest,
-        "counts": {"total": counts.total, "done": counts.done, "failed": counts.failed,
-                   "pending": counts.pending},
-        "cost_usd": round(ledger.cost_summary().spent_usd, 6),
+        "counts": _counts_json(counts),
+        "cost_usd": round(cost.spent_usd, 6),
+        "possibly_spent_usd": round(cost.possibly_spent_usd, 6),
+        "remaining_estimate_usd": round(cost.remaining_usd, 6),
+        "by_provider": {name: _counts_json(c)
+                        for name, c in ledger.counts_by_provider().items() if name},
     }
     stream.write("{\n")
     for key, value in head.items():
@@ -212,6 +215,11 @@ def write_status_json(ledger: Ledger, stream: TextIO, *, out: str, manifest: str
         stream.write(separator + json.dumps(_item_json(row)))
         separator = ",\n    "
     stream.write("\n  ]\n}\n")
+
+
+def _counts_json(counts: Counts) -> dict:
+    return {"total": counts.total, "done": counts.done, "failed": counts.failed,
+            "pending": counts.pending}
 
 
 def _item_json(row: ImageRow) -> dict:

@@ -162,8 +162,7 @@ def status(
         cost = ledger.cost_summary()
         console.print(status_table(list(ledger.rows())))
         by_provider = ledger.counts_by_provider()
-        console.print(counts_line(ledger.counts(), cost.spent_usd, cost.possibly_spent_usd),
-                      markup=False)
+        console.print(counts_line(ledger.counts(), cost), markup=False)
         for name, counts in sorted(by_provider.items()):
             if name:
                 console.print(f"  {name}: {counts.done} done, {counts.failed} failed", markup=False)

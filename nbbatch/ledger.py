@@ -98,6 +98,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX attempts_image ON attempts (id, idx);
     """,
+    # 2: each image's estimated price, so status can show what the pending ones will cost.
+    """
+    ALTER TABLE images ADD COLUMN estimate_usd REAL NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -107,6 +111,7 @@ class PlannedImage:
     index: int
     fingerprint: str
     position: int  # order in the manifest
+    estimate_usd: float = 0.0  # what making it is expected to cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +169,7 @@ class CostSummary:
     possibly_spent_usd: float
     done_images: int
     possibly_billed_attempts: int
+    remaining_usd: float = 0.0  # estimate for the pending images
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,13 +364,13 @@ class Ledger:
         with self._transaction():
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS plan (id TEXT, idx INTEGER, fingerprint TEXT,"
-                " position INTEGER, PRIMARY KEY (id, idx)) WITHOUT ROWID"
+                " position INTEGER, estimate_usd REAL, PRIMARY KEY (id, idx)) WITHOUT ROWID"
             )
             conn.execute("DELETE FROM plan")
             try:
                 conn.executemany(
-                    "INSERT INTO plan VALUES (?, ?, ?, ?)",
-                    ((i.id, i.index, i.fingerprint, i.position) for i in images),
+                    "INSERT INTO plan VALUES (?, ?, ?, ?, ?)",
+                    ((i.id, i.index, i.fingerprint, i.position, i.estimate_usd) for i in images),
                 )
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"duplicate image key in the plan: {exc}") from exc
@@ -390,13 +396,16 @@ class Ledger:
             ).rowcount
             # Only rows that moved or came back are written, so a no-change sync writes nothing.
             conn.execute(
-                "UPDATE images SET position = p.position, in_manifest = 1"
-                " FROM plan p WHERE p.id = images.id AND p.idx = images.idx"
-                " AND (images.position <> p.position OR images.in_manifest = 0)"
+                "UPDATE images SET position = p.position, in_manifest = 1,"
+                " estimate_usd = p.estimate_usd FROM plan p"
+                " WHERE p.id = images.id AND p.idx = images.idx"
+                " AND (images.position <> p.position OR images.in_manifest = 0"
+                " OR images.estimate_usd <> p.estimate_usd)"
             )
             new = conn.execute(
-                "INSERT INTO images (id, idx, fingerprint, position, updated_at)"
-                " SELECT id, idx, fingerprint, position, ? FROM plan p WHERE NOT EXISTS"
+                "INSERT INTO images (id, idx, fingerprint, position, estimate_usd, updated_at)"
+                " SELECT id, idx, fingerprint, position, estimate_usd, ? FROM plan p"
+                " WHERE NOT EXISTS"
                 " (SELECT 1 FROM images i WHERE i.id = p.id AND i.idx = p.idx)",
                 (now,),
             ).rowcount
@@ -432,6 +441,12 @@ class Ledger:
         finally:
             cur.close()
 
+    def states(self) -> dict[Key, tuple[str, str]]:
+        """(fingerprint, status) of every image ever recorded: what `plan` compares against,
+        without building a full row per image."""
+        rows = self._conn.execute("SELECT id, idx, fingerprint, status FROM images")
+        return {(id_, idx): (fingerprint, status) for id_, idx, fingerprint, status in rows}
+
     def counts(self) -> Counts:
         row = self._conn.execute(
             "SELECT count(*), total(status = 'done'), total(status = 'failed'),"
@@ -460,7 +475,10 @@ class Ledger:
             "SELECT total(a.cost_usd), count(*) FROM attempts a JOIN images i USING (id, idx)"
             " WHERE a.possibly_billed = 1 AND i.in_manifest = 1"
         ).fetchone()
-        return CostSummary(spent, possibly, done, billed)
+        (remaining,) = self._conn.execute(
+            "SELECT total(estimate_usd) FROM images WHERE in_manifest = 1 AND status = 'pending'"
+        ).fetchone()
+        return CostSummary(spent, possibly, done, billed, remaining)
 
     def attempts(self, key: Key) -> list[Attempt]:
         rows = self._conn.execute(

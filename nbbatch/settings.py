@@ -6,7 +6,7 @@ secrets) so `nbbatch resume` rebuilds the same settings with no flags.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,9 @@ def default_out(manifest_path: Path) -> Path:
 
 def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Settings:
     """Load and validate the manifest, then lay the flags over it. Sends nothing."""
-    manifest = load_manifest(cwd / manifest_path)
+    path = Path(manifest_path)
+    # As the user typed it when it is relative to where they are: shorter error messages.
+    manifest = load_manifest(path if path.is_absolute() or cwd == Path.cwd() else cwd / path)
     interval = None
     if options.interval is not None:
         try:
@@ -64,6 +66,9 @@ def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Set
         concurrency=options.concurrency,
         out=out,
     )
+    if options.provider:
+        # One provider, as asked: no switching to others behind the user's back.
+        manifest = replace(manifest, failover=None)
     return Settings(manifest=manifest, out=out.absolute(), options=options)
 
 

@@ -93,6 +93,8 @@ def print_summary(console: Console, summary: RunSummary, *, plain: bool) -> None
     )
     if cost.possibly_spent_usd:
         text += f" (+ up to ${cost.possibly_spent_usd:.3f} for requests that timed out)"
+    if c.pending:
+        text += f"; the {c.pending} pending will cost ~${cost.remaining_usd:.3f}"
     if summary.stop_reason:
         text += f"\nstopped: {summary.stop_reason}"
     if plain:
@@ -117,11 +119,13 @@ def status_table(rows, *, limit: int = MAX_TABLE_ROWS) -> Table:
     return table
 
 
-def counts_line(counts, cost_usd: float, possibly: float) -> str:
+def counts_line(counts, cost) -> str:
     text = (f"total {counts.total}: {counts.done} done, {counts.failed} failed, "
-            f"{counts.pending} pending; spent ~${cost_usd:.3f}")
-    if possibly:
-        text += f" (+ up to ${possibly:.3f} possibly billed)"
+            f"{counts.pending} pending; spent ~${cost.spent_usd:.3f}")
+    if cost.possibly_spent_usd:
+        text += f" (+ up to ${cost.possibly_spent_usd:.3f} possibly billed)"
+    if counts.pending:
+        text += f"; pending ones ~${cost.remaining_usd:.3f} more"
     return text
 
 

@@ -96,7 +96,7 @@ def test_daily_quota_stops_cleanly_then_a_later_run_completes(tmp_path, sim):
 
 def test_kill_9_then_resume_finishes_every_image_exactly_once(tmp_path, sim):
     configure(sim.url, latency=[0.2, 0.4])
-    n = 16
+    n = 30
     manifest = write_manifest(tmp_path / "m.yaml", [f"scene {i}" for i in range(n)],
                               base_url=sim.url, concurrency=4)
     out = tmp_path / "out"
@@ -190,7 +190,7 @@ def test_blocked_prompts_fail_and_the_run_exits_3(tmp_path, sim):
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_the_run_and_resume_completes(tmp_path, sim, signum, code):
     configure(sim.url, latency=[0.3, 0.3])
-    manifest = write_manifest(tmp_path / "m.yaml", [f"p{i}" for i in range(10)],
+    manifest = write_manifest(tmp_path / "m.yaml", [f"p{i}" for i in range(30)],
                               base_url=sim.url, concurrency=2)
     out = tmp_path / "out"
     proc = start_cli(tmp_path, "run", manifest)
@@ -200,7 +200,7 @@ def test_a_signal_stops_the_run_and_resume_completes(tmp_path, sim, signum, code
     rows = ledger_rows(out)
     assert {r["status"] for r in rows} <= {"done", "pending"}
     assert run_cli(tmp_path, "resume").returncode == 0  # finds the run started here
-    assert len(done_ids(out)) == 10
+    assert len(done_ids(out)) == 30
 
 
 def test_the_simulate_command_serves_a_real_run(tmp_path):

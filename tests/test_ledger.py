@@ -454,3 +454,17 @@ def test_kill_9_leaves_a_consistent_ledger(db: Path, delay: float) -> None:
             assert row.attempts == len(ledger.attempts((row.id, row.index)))
             if row.status == "done":
                 assert row.file == f"images/{row.id}.png" and row.usage == {"n": 1}
+
+
+def test_a_version_1_ledger_gains_price_estimates_and_keeps_its_images(db: Path, monkeypatch):
+    monkeypatch.setattr(ledger_module, "MIGRATIONS", MIGRATIONS[:1])
+    Ledger.open(db).close()
+    monkeypatch.undo()
+    with sqlite3.connect(db) as conn:  # rows as version 1 wrote them
+        conn.executemany("INSERT INTO images (id, idx, fingerprint, position) VALUES (?, 1, ?, ?)",
+                         [("a", "f1", 0), ("b", "f2", 1)])
+    conn.close()
+    with Ledger.open(db) as upgraded:
+        assert upgraded.counts().pending == 2
+        upgraded.sync([PlannedImage("a", 1, "f1", 0, 0.134), PlannedImage("b", 1, "f2", 1, 0.067)])
+        assert upgraded.cost_summary().remaining_usd == pytest.approx(0.201)

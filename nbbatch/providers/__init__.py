@@ -24,9 +24,12 @@ __all__ = [
     "key_variables",
 ]
 
-KNOWN_PROVIDERS = ("gemini", "simulator")
+KNOWN_PROVIDERS = ("gemini", "vertex", "openai", "simulator")
 
-_DEFAULT_KEY_VARIABLES = {"gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+_DEFAULT_KEY_VARIABLES = {
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "openai": ("OPENAI_API_KEY",),
+}
 
 
 def key_variables(config: ProviderConfig) -> tuple[str, ...]:
@@ -57,6 +60,17 @@ def create_provider(
 
     if config.name == "gemini":
         return GeminiProvider(config, resolve_api_key(config, env), transport=transport)
+    if config.name == "openai":
+        from nbbatch.providers.openai import OpenAIProvider
+
+        return OpenAIProvider(config, resolve_api_key(config, env), transport=transport)
+    if config.name == "vertex":
+        from nbbatch.providers.vertex import VertexProvider, adc_token_source
+
+        if config.api_key_env:  # express mode: an API key instead of credentials
+            return VertexProvider(config, api_key=resolve_api_key(config, env),
+                                  transport=transport)
+        return VertexProvider(config, token_source=adc_token_source(), transport=transport)
     if config.name == "simulator":
         from nbbatch.providers.simulator import simulator_transport, simulator_options
 
