@@ -7,6 +7,7 @@ interrupted, brings the ledger in line with the manifest, and runs the loop.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import signal
@@ -164,7 +165,7 @@ def plan_batch(settings: Settings) -> Plan:
     interval = manifest.pacing.interval.mean
     # Start-to-start pacing per provider: the busiest provider sets the pace.
     seconds = max(per_provider.values(), default=0) * interval
-    warnings = tuple(_model_warnings(manifest))
+    warnings = tuple(model_warnings(manifest))
     return Plan(
         items=len(manifest.items), images=manifest.image_count, done=done, failed=failed,
         pending=sum(per_provider.values()), by_provider=dict(per_provider),
@@ -172,14 +173,19 @@ def plan_batch(settings: Settings) -> Plan:
     )
 
 
-def _model_warnings(manifest: Manifest) -> Iterator[str]:
-    import datetime
-
-    today = datetime.date.today()
-    for model in sorted({item.model for item in manifest.items}):
+def model_warnings(manifest: Manifest, today: datetime.date | None = None) -> Iterator[str]:
+    """Models past (or near) their announced shutdown: requests to them will fail."""
+    today = today or datetime.date.today()
+    backups = {config.model for config in manifest.providers.values() if config.model}
+    for model in sorted({item.model for item in manifest.items} | backups):
         info = catalog.lookup(model)
-        if info and info.shutdown and info.shutdown <= today:
-            yield f"model {model} was shut down on {info.shutdown:%Y-%m-%d}; requests will fail"
+        if not (info and info.shutdown):
+            continue
+        if info.shutdown <= today:
+            yield (f"model {model} was shut down on {info.shutdown:%Y-%m-%d} (reported); "
+                   "requests to it will likely fail - choose a current model")
+        elif (info.shutdown - today).days <= 30:
+            yield f"model {model} shuts down on {info.shutdown:%Y-%m-%d}; plan a replacement"
 
 
 # -- status -------------------------------------------------------------------------------

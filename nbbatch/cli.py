@@ -55,9 +55,11 @@ def _run_options(**kwargs):
 
 def _start(settings, *, quiet: bool, verbose: bool) -> int:
     from nbbatch import recent
-    from nbbatch.batch import run_batch
+    from nbbatch.batch import model_warnings, run_batch
     from nbbatch.ui import Reporter, print_summary, status_table
 
+    for warning in model_warnings(settings.manifest):
+        err_console.print(f"warning: {warning}", markup=False, highlight=False)
     cwd = Path.cwd()
     recent.remember(cwd, settings.out, os.environ)
     live = sys.stdout.isatty()

@@ -121,3 +121,11 @@ def test_every_command_has_help_and_is_in_the_readme(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
     assert f"nbbatch {command}" in README
+
+
+def test_a_model_past_its_shutdown_gets_a_warning_at_plan_and_run(tmp_path):
+    path = manifest(tmp_path, ["a"], defaults={"provider": "simulator",
+                    "model": "gemini-2.5-flash-image"})
+    for command in ("plan", "run"):
+        result = runner.invoke(app, [command, str(path)])
+        assert "gemini-2.5-flash-image was shut down on 2026-10-02" in result.output
