@@ -75,7 +75,11 @@ def ledger_rows(out: Path) -> list[sqlite3.Row]:
 
 
 def done_ids(out: Path) -> set[tuple[str, int]]:
-    return {(r["id"], r["idx"]) for r in ledger_rows(out) if r["status"] == "done"}
+    """Done keys; empty while the ledger is still being created."""
+    try:
+        return {(r["id"], r["idx"]) for r in ledger_rows(out) if r["status"] == "done"}
+    except sqlite3.OperationalError:  # no file yet, or no schema yet
+        return set()
 
 
 def status_json(tmp_path: Path, out: Path) -> dict:

@@ -101,9 +101,11 @@ def test_kill_9_then_resume_finishes_every_image_exactly_once(tmp_path, sim):
                               base_url=sim.url, concurrency=4)
     out = tmp_path / "out"
     proc = start_cli(tmp_path, "run", manifest)
-    assert wait_until(lambda: (out / "ledger.db").exists() and len(done_ids(out)) >= 4)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    try:
+        assert wait_until(lambda: len(done_ids(out)) >= 4)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
     done_at_kill = {f"scene {i[0][3:]}" for i in done_ids(out)}
     seen_at_kill = len(requests_log(sim.url))
 
@@ -194,9 +196,12 @@ def test_a_signal_stops_the_run_and_resume_completes(tmp_path, sim, signum, code
                               base_url=sim.url, concurrency=2)
     out = tmp_path / "out"
     proc = start_cli(tmp_path, "run", manifest)
-    assert wait_until(lambda: (out / "ledger.db").exists() and len(done_ids(out)) >= 2)
-    proc.send_signal(signum)
-    assert proc.wait(10) == code
+    try:
+        assert wait_until(lambda: len(done_ids(out)) >= 2)
+    finally:
+        proc.send_signal(signum)
+        returncode = proc.wait(10)
+    assert returncode == code
     rows = ledger_rows(out)
     assert {r["status"] for r in rows} <= {"done", "pending"}
     assert run_cli(tmp_path, "resume").returncode == 0  # finds the run started here
