@@ -11,6 +11,10 @@ from datetime import date
 
 GEMINI_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 FLASH_31_RATIOS = (*GEMINI_RATIOS, "1:4", "4:1", "1:8", "8:1")
+# OpenAI takes sizes, not ratios: providers/openai.py maps each of these to the nearest size
+# the model has (1024x1024, 1536x1024, 1024x1536 for GPT image models).
+OPENAI_RATIOS = GEMINI_RATIOS
+DALL_E_SHUTDOWN = date(2026, 5, 12)  # reported, 3rd-party (openai reference §1.6)
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,24 @@ _MODELS = [
               shutdown=date(2026, 6, 25)),
     ModelInfo("gemini-2.5-flash-image", "gemini", GEMINI_RATIOS, ("1K",), {"*": 0.039},
               shutdown=date(2026, 10, 2)),
+    # OpenAI: one output size class ("1K"); the price is medium quality at 1024x1024
+    # (reference §1.5; gpt-image-1.5 from third-party mirrors of OpenAI's price list).
+    # Portrait/landscape and high quality cost more; billing is per token in fact.
+    ModelInfo("gpt-image-1", "openai", OPENAI_RATIOS, ("1K",), {"*": 0.042}),
+    ModelInfo("gpt-image-1-mini", "openai", OPENAI_RATIOS, ("1K",), {"*": 0.011}),
+    ModelInfo("gpt-image-1.5", "openai", OPENAI_RATIOS, ("1K",), {"*": 0.034}),
+    ModelInfo("dall-e-3", "openai", OPENAI_RATIOS, ("1K",), {"*": 0.04},
+              shutdown=DALL_E_SHUTDOWN),
+    ModelInfo("dall-e-2", "openai", ("1:1",), ("1K",), {"*": 0.02}, shutdown=DALL_E_SHUTDOWN),
 ]
 MODELS: dict[str, ModelInfo] = {m.id: m for m in _MODELS}
 
-DEFAULT_MODEL = {"gemini": "gemini-3-pro-image", "simulator": "gemini-3-pro-image"}
+DEFAULT_MODEL = {
+    "gemini": "gemini-3-pro-image",
+    "vertex": "gemini-3-pro-image",
+    "simulator": "gemini-3-pro-image",
+    "openai": "gpt-image-1",
+}
 
 
 def lookup(model: str) -> ModelInfo | None:

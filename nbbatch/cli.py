@@ -219,8 +219,11 @@ def simulate(
     outage: Annotated[Optional[str], typer.Option(help='Seconds after start when every request gets 503: "30-90".')] = None,
     api_key: Annotated[Optional[str], typer.Option(help="Accept only this key (default: any non-empty key).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible faults.")] = None,
+    outage_target: Annotated[str, typer.Option(help="Which API the outage hits: all, gemini, openai.")] = "all",
+    fault_target: Annotated[str, typer.Option(help="Which API the random faults hit: all, gemini, openai.")] = "all",
+    quota_target: Annotated[str, typer.Option(help="Which API the daily quota applies to: all, gemini, openai.")] = "all",
 ) -> int:
-    """A local server speaking the Gemini image API, with latency and fault injection."""
+    """A local server speaking the Gemini and OpenAI image APIs, with latency and fault injection."""
     from nbbatch.manifest import parse_interval
     from nbbatch.simulate import SimulatorOptions, parse_faults, serve
 
@@ -228,18 +231,23 @@ def simulate(
         lat = parse_interval(latency)
         window = parse_interval(outage) if outage else None
         rates = parse_faults(faults) if faults else {}
+        options = SimulatorOptions(
+            latency=(lat.low, lat.high), retry_delay=retry_delay, daily_quota=daily_quota,
+            outage=(window.low, window.high) if window else None, api_key=api_key, seed=seed,
+            outage_target=outage_target, fault_target=fault_target, quota_target=quota_target,
+            **rates,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    options = SimulatorOptions(
-        latency=(lat.low, lat.high), retry_delay=retry_delay, daily_quota=daily_quota,
-        outage=(window.low, window.high) if window else None, api_key=api_key, seed=seed, **rates,
-    )
 
     def ready(url: str) -> None:
-        print(f"nbbatch simulator listening on {url}  (base_url for the manifest; Ctrl-C stops)",
-              flush=True)
+        print(f"nbbatch simulator listening on {url}  (base_url: gemini {url}, openai {url}/v1;"
+              " Ctrl-C stops)", flush=True)
 
-    serve(options, host=host, port=port, on_ready=ready)
+    try:
+        serve(options, host=host, port=port, on_ready=ready)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     return 0
 
 

@@ -51,9 +51,7 @@ class Router:
 
     def choose(self, candidates: Sequence[str]) -> Choice:
         """The provider for the next attempt among `candidates` (in preference order)."""
-        alive = [name for name in candidates if not self.health[name].dropped]
-        if not alive:
-            raise NoProviderLeft
+        alive = self._alive(candidates)
         now = self._clock()
         for name in alive:
             health = self.health[name]
@@ -63,18 +61,30 @@ class Router:
             if not health.probing and now >= due:
                 health.probing, health.last_probe = True, now
                 return Choice(name, probe=True)
+        return self._preferred(alive)
+
+    def still_valid(self, choice: Choice, candidates: Sequence[str]) -> bool:
+        """After waiting for its turn: is this still where the attempt should go? Not when
+        the provider was dropped or switched away meanwhile, nor when a better one recovered."""
+        if self.health[choice.provider].dropped:
+            return False
+        if choice.probe:
+            return True
+        alive = [name for name in candidates if not self.health[name].dropped]
+        return bool(alive) and self._preferred(alive) == choice
+
+    def _alive(self, candidates: Sequence[str]) -> list[str]:
+        alive = [name for name in candidates if not self.health[name].dropped]
+        if not alive:
+            raise NoProviderLeft
+        return alive
+
+    def _preferred(self, alive: Sequence[str]) -> Choice:
         for name in alive:
             if self.health[name].tripped_at is None:
                 return Choice(name)
         # Everyone is overloaded: keep trying the preferred one; backoff spaces the attempts.
         return Choice(alive[0], last_resort=True)
-
-    def still_valid(self, choice: Choice) -> bool:
-        """After waiting for its turn: is this still where the attempt should go?"""
-        health = self.health[choice.provider]
-        if health.dropped:
-            return False
-        return choice.probe or choice.last_resort or health.tripped_at is None
 
     def succeeded(self, choice: Choice) -> bool:
         """Record a success; True when it brought a switched-away provider back."""

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -139,7 +140,10 @@ _INTERVAL_FORMS = 'seconds as a number (7), a range "5-10" or a list [5, 10]'
 _INTERVAL_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:-\s*(\d+(?:\.\d*)?|\.\d+)\s*)?")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBERED_RE = re.compile(r"(.+)-([1-9][0-9]{0,2})")
-_OPTIONS = ("project", "location", "latency", "faults", "daily_quota", "seed")
+_OPTIONS = ("project", "location", "latency", "faults", "daily_quota", "seed", "quality",
+            "background", "output_format", "moderation", "input_fidelity", "organization")
+# GPT image models can take minutes at high quality; Gemini answers within 180 s.
+_DEFAULT_TIMEOUT = {"openai": 300.0}
 
 
 def parse_interval(value: Any) -> Interval:
@@ -235,12 +239,7 @@ class _Loader:
 
     def _read(self) -> tuple[dict[str, Any], dict[int, int]]:
         try:
-            size = self.path.stat().st_size
-            if size > MAX_MANIFEST_BYTES:
-                raise self.fail(f"the manifest is {size / 2**20:.0f} MB; the limit is "
-                                f"{MAX_MANIFEST_BYTES // 2**20} MB (put large batches in a "
-                                "prompts_file)")
-            raw = self.path.read_bytes()
+            raw = self._read_bytes()
         except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
             reason = getattr(e, "strerror", None) or e
             raise self.fail(f"cannot read the manifest: {reason}") from None
@@ -261,6 +260,31 @@ class _Loader:
                             "defaults, providers, pacing, retry, failover, prompts, prompts_file), "
                             f"got {kind_of(data)}", ())
         return data, mapping_lines
+
+    def _read_bytes(self) -> bytes:
+        """The file's bytes, refused unread when it is too large or not a regular file: a
+        device (/dev/zero), a pipe or a folder never ends, blocks, or has no text at all."""
+        # O_NONBLOCK: opening a pipe must not wait for a writer; no effect on a regular file.
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            what = "a folder" if stat.S_ISDIR(st.st_mode) else "a device or a pipe"
+            raise self.fail(f"cannot read the manifest: it is {what}, not a file")
+        with os.fdopen(fd, "rb") as f:
+            size = st.st_size
+            if size <= MAX_MANIFEST_BYTES:
+                raw = f.read(MAX_MANIFEST_BYTES + 1)  # it may grow while we read
+                size = max(size, len(raw))
+        if size > MAX_MANIFEST_BYTES:
+            raise self.fail(f"the manifest is {size / 2**20:.0f} MB; the limit is "
+                            f"{MAX_MANIFEST_BYTES // 2**20} MB (put large batches in a "
+                            "prompts_file)")
+        return raw
 
     def _providers(self, schema: ManifestSchema) -> dict[str, ProviderConfig]:
         out: dict[str, ProviderConfig] = {}
@@ -294,7 +318,8 @@ class _Loader:
                 options["faults"] = self._faults(options["faults"], (*at, "faults"))
             out[name] = ProviderConfig(
                 name, api_key_env=cfg.api_key_env, base_url=cfg.base_url,
-                timeout=180.0 if cfg.timeout is None else cfg.timeout, model=cfg.model,
+                timeout=_DEFAULT_TIMEOUT.get(name, 180.0) if cfg.timeout is None else cfg.timeout,
+                model=cfg.model,
                 options=options,
             )
         return out

@@ -8,7 +8,7 @@ handful of sections around them (pydantic, unknown keys forbidden, no type coerc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -174,6 +174,17 @@ class VertexSchema(ProviderSchema):
     location: str | None = None
 
 
+class OpenAISchema(ProviderSchema):
+    # The same choices as nbbatch.providers.openai.OPTION_CHOICES.
+    quality: Literal["auto", "low", "medium", "high"] | None = None
+    background: Literal["auto", "transparent", "opaque"] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    moderation: Literal["auto", "low"] | None = None
+    input_fidelity: Literal["low", "high"] | None = None
+    organization: str | None = None
+    project: str | None = None
+
+
 class SimulatorSchema(ProviderSchema):
     latency: Any = None  # an interval: 7, "5-10" or [5, 10]; checked by manifest.py
     faults: Any = None  # "503=0.3,429=0.1" as for `nbbatch simulate`, or a mapping; see manifest.py
@@ -184,7 +195,7 @@ class SimulatorSchema(ProviderSchema):
 class ProvidersSchema(_Section):
     gemini: ProviderSchema | None = None
     vertex: VertexSchema | None = None
-    openai: ProviderSchema | None = None
+    openai: OpenAISchema | None = None
     simulator: SimulatorSchema | None = None
 
 
@@ -271,6 +282,8 @@ def _describe(err: Any) -> tuple[tuple[Any, ...], str]:
         return loc, f"must be {op} {bound}, got{got}"
     if kind == "too_short":
         return loc, "must not be empty"
+    if kind == "literal_error":
+        return loc, f"must be one of {ctx.get('expected', '?')}, got{got}"
     return loc, f"{err['msg']}{',' if got else ''}{got}"
 
 

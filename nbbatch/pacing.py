@@ -35,10 +35,13 @@ class Pacer:
         self.paused_until = float("-inf")
         self._turns = asyncio.Lock()  # one waiter at a time keeps starts in order
 
-    async def wait_turn(self) -> float:
-        """Wait until a request may start; returns the start time on the pacer's clock."""
+    async def wait_turn(self, still_wanted: Callable[[], bool] = lambda: True) -> float | None:
+        """Wait until a request may start; returns the start time on the pacer's clock, or
+        None (without using up a turn) once `still_wanted()` says the request moved on."""
         async with self._turns:
             while True:
+                if not still_wanted():
+                    return None
                 now = self._clock()
                 ready_at = max(self._next_start, self.paused_until)
                 if now >= ready_at:

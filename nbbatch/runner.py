@@ -34,6 +34,7 @@ from nbbatch.retry import retrying
 from nbbatch.storage import ImageStore, image_file_name, sha256_hex
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+LONGEST_SERVER_WAIT = 900.0  # seconds; a longer server-given delay counts as exhausted
 
 
 @dataclass(frozen=True)
@@ -310,10 +311,11 @@ class BatchRunner:
                 attempt = replace(request, model=lane.model or request.model)
             job.model = attempt.model
             async with lane.slots:
-                await lane.pacer.wait_turn()
+                started = await lane.pacer.wait_turn(
+                    lambda: self.router.still_valid(choice, job.candidates))
                 if self.stop_reason:
                     raise _Halted
-                if not self.router.still_valid(choice):
+                if started is None:
                     self.router.failed_otherwise(choice)
                     continue  # switched away or dropped while this attempt waited
                 return await self._send(job, lane, choice, attempt)
@@ -350,7 +352,9 @@ class BatchRunner:
         return image
 
     def _after_failure(self, job: _Job, lane: Lane, choice: Choice, exc: ProviderError) -> None:
-        """Let one answer steer the provider: pause, switch away, or drop it."""
+        """Let one answer steer the provider: pause, switch away, or drop it. Raises when
+        the image should go on differently than the answer itself says."""
+        answer = exc
         if isinstance(exc, TransientError) and exc.overload:
             if self.router.overloaded(choice):
                 self._lane_state(lane, "switched away", level="warning",
@@ -359,12 +363,21 @@ class BatchRunner:
         else:
             self.router.failed_otherwise(choice)
         if isinstance(exc, TransientError) and exc.retry_after:
-            lane.pacer.pause_for(exc.retry_after)
-            self._lane_state(lane, f"paused {exc.retry_after:g}s (server asked)")
+            if exc.retry_after > LONGEST_SERVER_WAIT:
+                # Hours, not seconds (a Cloudflare 1015, a quota in disguise): waiting would
+                # stall the whole run, so the provider is done for today.
+                exc = QuotaExhaustedError(
+                    f"asks to wait {exc.retry_after / 3600:.1f} h: {exc.message}",
+                    provider=exc.provider, status=exc.status)
+            else:
+                lane.pacer.pause_for(exc.retry_after)
+                self._lane_state(lane, f"paused {exc.retry_after:g}s (server asked)")
         if isinstance(exc, (QuotaExhaustedError, FatalError)):
             self._drop(lane, exc)
             if any(not self.router.health[name].dropped for name in job.candidates):
                 raise _Rerouted(f"{lane.name}: {exc.message}") from exc
+            if exc is not answer:
+                raise exc
 
     def _record(
         self, job: _Job, request: ImageRequest, started: float, t0: float, outcome: str,

@@ -17,11 +17,19 @@ import socket
 import time
 from pathlib import Path
 
-from nbbatch.errors import FolderLockedError, StorageError
+from nbbatch.errors import ExitCode, FolderLockedError, StorageError
 
 IMAGES_DIR = "images"
 LOCK_FILE = ".nbbatch.lock"
 TEMP_SUFFIX = ".tmp"
+HOLDER_WAIT = 1.0  # seconds to wait for a new holder to write its name into the lock file
+
+
+class UnsafeFolderError(StorageError):
+    """The output folder is laid out so that writing to it would land elsewhere (a symbolic
+    link where a folder or the lock file belongs). Running again later will not help: exit 2."""
+
+    exit_code = ExitCode.USAGE
 
 
 def image_file_name(item_id: str, index: int, count: int, extension: str) -> str:
@@ -42,15 +50,25 @@ class ImageStore:
         self.images = out / IMAGES_DIR
 
     def prepare(self) -> None:
+        # Checked before mkdir too: a dangling link would otherwise read as "File exists".
+        self._check_images_folder()
         try:
             self.images.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create {self.images}: {exc.strerror}") from exc
-        if self.images.is_symlink() or not self.images.resolve().is_relative_to(
-            self.out.resolve()
+        self._check_images_folder()
+
+    def _check_images_folder(self) -> None:
+        if self.images.is_symlink() or (
+            self.images.exists() and not self.images.resolve().is_relative_to(self.out.resolve())
         ):
-            raise StorageError(
-                f"{self.images} points outside the output folder; remove the link and run again"
+            raise UnsafeFolderError(
+                f"{self.images} is a symbolic link: images would be written outside the output "
+                "folder; remove the link and run again"
+            )
+        if self.images.exists() and not self.images.is_dir():
+            raise UnsafeFolderError(
+                f"{self.images} is a file, not a folder; move it away and run again"
             )
 
     def relative(self, name: str) -> str:
@@ -79,12 +97,16 @@ class ImageStore:
             finally:
                 os.close(fd)
             os.replace(temp, final)
-            _fsync_dir(final.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink()
             hint = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
             raise StorageError(f"cannot write {final}: {exc.strerror}{hint}") from exc
+        # The image is in place and its bytes are on disk. Syncing the folder only makes the
+        # new name durable across a power cut; some file systems refuse it (EINVAL), and
+        # failing here would leave a finished image that the ledger calls pending.
+        with contextlib.suppress(OSError):
+            _fsync_dir(final.parent)
 
     def recover(self, relative: str, sha256: str) -> bool:
         """Finish a save a crash interrupted. True when OUT/relative now holds those bytes."""
@@ -93,8 +115,12 @@ class ImageStore:
             return True
         temp = self._temp_path(final, sha256)
         if _file_sha256(temp) == sha256:
-            os.replace(temp, final)
-            _fsync_dir(final.parent)
+            try:
+                os.replace(temp, final)
+            except OSError as exc:
+                raise StorageError(f"cannot finish saving {final}: {exc.strerror}") from exc
+            with contextlib.suppress(OSError):
+                _fsync_dir(final.parent)
             return True
         return False
 
@@ -103,9 +129,14 @@ class ImageStore:
         removed = 0
         if self.images.is_dir():
             for path in self.images.glob(f".*{TEMP_SUFFIX}"):
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     path.unlink()
                     removed += 1
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    message = f"cannot remove the leftover {path}: {exc.strerror}"
+                    raise StorageError(message) from exc
         return removed
 
 
@@ -134,20 +165,39 @@ class FolderLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _describe_holder(fd)
+        fd = self._open()
+        deadline = time.monotonic() + HOLDER_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _describe_holder(fd)
+            # A holder that has just taken the lock writes its name a moment later: give it
+            # that moment rather than answer "holder unknown" to a run started beside it.
+            if holder is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
             os.close(fd)
             raise FolderLockedError(
-                f"{self.path.parent} is in use by another nbbatch run ({holder}); "
-                "wait for it to finish, or run again later"
+                f"{self.path.parent} is in use by another nbbatch run "
+                f"({holder or 'holder unknown'}); wait for it to finish, or run again later"
             ) from None
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         self._fd = fd
+
+    def _open(self) -> int:
+        # O_NOFOLLOW: a lock file planted as a link must not make us truncate its target.
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeFolderError(
+                    f"{self.path} is a symbolic link; remove it and run again"
+                ) from None
+            raise StorageError(f"cannot create the lock file {self.path}: {exc.strerror}") from exc
 
     def release(self) -> None:
         if self._fd is not None:
@@ -164,10 +214,11 @@ class FolderLock:
         self.release()
 
 
-def _describe_holder(fd: int) -> str:
+def _describe_holder(fd: int) -> str | None:
+    """Who holds the lock, from what it wrote into the file; None until it has written."""
     try:
         info = json.loads(os.pread(fd, 4096, 0) or b"{}")
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
         return f"pid {info['pid']} on {info['host']}, since {since}"
     except (ValueError, KeyError, TypeError, OSError):
-        return "holder unknown"
+        return None

@@ -4,7 +4,10 @@ import itertools
 
 import pytest
 
-KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY")
+KEY_VARIABLES = (
+    "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "VERTEX_API_KEY",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -328,10 +328,11 @@ def test_missing_manifest(tmp_path: Path) -> None:
      "openai, simulator"),
     ("providers:\n  gemini:\n    project: p\nprompts:\n  - prompt: a\n",
      "m.yaml:3: providers.gemini.project: unknown key 'project'; allowed keys here: api_key_env, "
-     "base_url, timeout, model ('project' is an option of vertex only)"),
+     "base_url, timeout, model ('project' is an option of vertex and openai only)"),
     ("providers:\n  openai:\n    seed: 3\nprompts:\n  - prompt: a\n",
      "m.yaml:3: providers.openai.seed: unknown key 'seed'; allowed keys here: api_key_env, "
-     "base_url, timeout, model ('seed' is an option of simulator only)"),
+     "base_url, timeout, model, quality, background, output_format, moderation, input_fidelity, "
+     "organization, project ('seed' is an option of simulator only)"),
 ])
 def test_unknown_keys(tmp_path: Path, text: str, expected: str) -> None:
     assert fails(tmp_path, text) == expected
@@ -407,9 +408,6 @@ def test_wrong_types_and_values(tmp_path: Path, text: str, expected: str) -> Non
     ("defaults:\n  model: gpt-image-1\nprompts:\n  - prompt: a\n",
      "m.yaml:2: defaults.model: 'gpt-image-1' is a openai model, which provider 'gemini' cannot "
      "serve"),
-    ("prompts:\n  - prompt: a\n    provider: openai\n",
-     "m.yaml:3: prompts[0].provider: no model for provider 'openai': set a model here, in "
-     "defaults, or as providers.openai.model"),
     ("prompts:\n  - prompt: a\n    model: gemini 3\n",
      "m.yaml:3: prompts[0].model: 'gemini 3' is not a model name (empty, or with spaces)"),
 ])
@@ -687,17 +685,11 @@ def test_jsonl_prompts_file(tmp_path: Path) -> None:
     ('{"id": "x"}\n', "p.jsonl:1: prompt: required: the text to generate an image from"),
     ('{"prompt": "a", "images": ["", "b.png"]}\n',
      "p.jsonl:1: images[0]: must be a path to an image file, got text ''"),
-    ('{"prompt": "a", "provider": "openai"}\n',
-     "m.yaml:1: defaults.provider: no model for provider 'openai': set a model here, in defaults, "
-     "or as providers.openai.model"),
 ])
 def test_jsonl_errors(tmp_path: Path, text: str, expected: str) -> None:
     write(tmp_path, text, "p.jsonl")
     write(tmp_path, "defaults: {provider: gemini}\nprompts_file: p.jsonl\n")
     got = error("m.yaml")
-    if expected.startswith("m.yaml"):  # the row names openai itself: blame is on the row
-        expected = ("p.jsonl:1: provider: no model for provider 'openai': set a model here, in "
-                    "defaults, or as providers.openai.model")
     assert got == expected
 
 
@@ -770,8 +762,6 @@ def test_provider_override_swaps_models_the_provider_cannot_serve(example: Path)
 
 def test_provider_override_errors(tmp_path: Path) -> None:
     m = load_manifest(write(tmp_path, "prompts:\n  - prompt: a\n"))
-    with pytest.raises(UsageError, match=r"no openai model is known; set providers\.openai\.model"):
-        apply_overrides(m, provider="openai")
     with pytest.raises(UsageError, match="unknown provider 'azure'"):
         apply_overrides(m, provider="azure")
     with pytest.raises(UsageError, match="--concurrency must be at least 1"):
@@ -840,3 +830,23 @@ def test_any_prompts_file_is_rows_or_a_manifest_error(tmp_path: Path, csv_text: 
         write(tmp_path, body, name)
         write(tmp_path, f"prompts_file: {name}\n")
         _load_or_manifest_error("m.yaml")
+
+
+def test_each_provider_has_a_default_model(tmp_path: Path) -> None:
+    m = load_manifest(write(tmp_path, "prompts:\n  - prompt: a\n    provider: openai\n"
+                                      "  - prompt: b\n    provider: vertex\n"))
+    assert [(i.provider, i.model) for i in m.items] == [("openai", "gpt-image-1"),
+                                                        ("vertex", "gemini-3-pro-image")]
+    switched = apply_overrides(load_manifest(write(tmp_path, "prompts:\n  - prompt: a\n")),
+                               provider="openai")
+    assert switched.items[0].model == "gpt-image-1"
+
+
+def test_openai_options_are_checked_and_passed_to_the_provider(tmp_path: Path) -> None:
+    write(tmp_path, "providers:\n  openai: {quality: ultra}\nprompts:\n  - prompt: a\n")
+    assert error("m.yaml") == ("m.yaml:2: providers.openai.quality: must be one of 'auto', "
+                               "'low', 'medium' or 'high', got 'ultra'")
+    m = load_manifest(write(tmp_path, "providers:\n  openai: {quality: high, background: opaque}"
+                                      "\nprompts:\n  - prompt: a\n"))
+    assert dict(m.providers["openai"].options) == {"quality": "high", "background": "opaque"}
+    assert m.providers["openai"].timeout == 300

@@ -64,3 +64,16 @@ def test_a_pause_never_shortens_an_earlier_one(clock):
     pacer.pause_for(60)
     pacer.pause_for(5)
     assert pacer.paused_until == clock.now + 60
+
+
+def test_a_request_that_moved_on_gives_up_its_turn_without_using_it(clock):
+    pacer = Pacer(Interval(5, 5), clock=clock, sleep=clock.sleep)
+
+    async def main():
+        first = await pacer.wait_turn()
+        gone = await pacer.wait_turn(lambda: False)
+        second = await pacer.wait_turn()
+        return first, gone, second
+
+    first, gone, second = asyncio.run(main())
+    assert gone is None and second - first == 5

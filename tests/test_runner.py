@@ -207,3 +207,13 @@ def test_unchanged_done_images_are_never_requested_again(tmp_path, clock):
     summary, _, _ = run(tmp_path, m, again, clock)
     assert summary.exit_code == ExitCode.OK
     assert again.starts == []
+
+
+def test_a_server_wait_of_hours_ends_the_provider_for_this_run(tmp_path, clock):
+    m = manifest(tmp_path, ["a", "b"], concurrency=1)
+    cloudflare = TransientError("error code: 1015", status=429, retry_after=54749, overload=True)
+    provider = ScriptedProvider(clock, script={"a": [cloudflare]})
+    summary, ledger, _ = run(tmp_path, m, provider, clock)
+    assert summary.exit_code == ExitCode.TEMPFAIL
+    assert len(provider.starts) == 1 and max(clock.sleeps, default=0) < 900
+    assert "15.2 h" in next(r for r in ledger.pending() if r.id == "p0").error_message

@@ -39,6 +39,8 @@ _LIMIT_ZERO = re.compile(r"\blimit: 0(?![\d.])")  # the tier has no quota at all
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _URLSAFE = str.maketrans("-_", "+/")
 _MAX_MESSAGE = 500
+_SNIPPET = 200  # characters of a non-JSON body quoted in a message
+_KEY_MARGIN = 1024  # read this much past the snippet, so a key it cuts is still redacted
 
 
 def build_body(request: ImageRequest) -> dict[str, Any]:
@@ -64,16 +66,19 @@ def classify(
     redact: Callable[[str], str],
     model: str = "",
     key_env: str | None = None,
+    hints: Mapping[int, str] | None = None,
 ) -> GeneratedImage:
     """Turn one HTTP response into the image it carries, or raise the ProviderError it means.
 
     `model` is reported when the response names none; `key_env` names the key's variable in
-    the message for a rejected key.
+    the message for a rejected key; `hints` maps an HTTP status to a sentence appended to the
+    message of an error with that status (what to check, in the provider's own terms).
     """
     headers = httpx.Headers(headers)
     doc = _parse(body)
     request_id = _str(_get(doc, "responseId", "response_id")) or headers.get("x-request-id")
-    usage = _dict(_get(doc, "usageMetadata", "usage_metadata")) or None
+    usage = _scrub(_dict(_get(doc, "usageMetadata", "usage_metadata")), redact) or None
+    request_id = redact(request_id) if request_id else None
     ctx: dict[str, Any] = {
         "provider": provider, "status": status, "request_id": request_id, "usage": usage
     }
@@ -82,14 +87,15 @@ def classify(
         if doc is None:
             # A cut-off JSON answer was probably generated, so possibly billed; a portal's page not.
             cut_json = body.lstrip()[:1] in (b"{", b"[")
-            message = "truncated or invalid JSON" if cut_json else _describe_body(status, body)
+            message = ("truncated or invalid JSON" if cut_json
+                       else _describe_body(status, body, redact))
             raise TransientError(_message(message, redact), possibly_billed=cut_json, **ctx)
         return _read_content(doc, ctx, model, redact)
     code = status
     if 200 <= status < 300:  # some gateways wrap an error in a 200
         code = error.get("code") if isinstance(error, dict) else None
         code = code if isinstance(code, int) and 400 <= code < 600 else 500
-    _raise_for_error(code, headers, body, doc, ctx, redact, key_env)
+    _raise_for_error(code, headers, body, doc, ctx, redact, key_env, (hints or {}).get(code))
 
 
 def _read_content(
@@ -135,10 +141,11 @@ def _read_content(
     return GeneratedImage(
         data=data,
         mime_type=info.mime_type,  # named after the bytes, whatever was declared
-        model=_str(_get(doc, "modelVersion", "model_version")) or model,
+        # What the server says is stored and shown: an echoed key must not come along.
+        model=redact(_str(_get(doc, "modelVersion", "model_version")) or model),
         usage=ctx["usage"] or {},
         request_id=ctx["request_id"],
-        text=text or None,
+        text=redact(text) or None,
     )
 
 
@@ -150,13 +157,16 @@ def _raise_for_error(
     ctx: dict[str, Any],
     redact: Callable[[str], str],
     key_env: str | None,
+    hint: str | None = None,
 ) -> NoReturn:
     error = _get(doc, "error")
     details = _get(_dict(error), "details")
     details = [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
     provider_message = _str(_get(_dict(error), "message")) or _str(error)
-    fallback = _describe_body(code, body if doc is None else b"")
+    fallback = _describe_body(code, body if doc is None else b"", redact)
     message = _message(provider_message or fallback, redact)
+    if hint:
+        message = _message(f"{message} {hint}", redact)
     waited = retry_after_from_headers(headers)
 
     if 300 <= code < 400:
@@ -171,8 +181,8 @@ def _raise_for_error(
     if code in (401, 403):
         raise FatalError(message, **ctx)
     if code == 404:
-        hint = "" if provider_message else " (check the model name and base_url)"
-        raise UnknownModelError(message + hint, **ctx)
+        default_hint = "" if provider_message or hint else " (check the model name and base_url)"
+        raise UnknownModelError(message + default_hint, **ctx)
     if code == 429:
         exhausted = _exhausted_quota(details, provider_message or "")
         if exhausted:
@@ -235,15 +245,29 @@ def _parse(body: bytes) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _describe_body(code: int, body: bytes) -> str:
+def _describe_body(code: int, body: bytes, redact: Callable[[str], str]) -> str:
     """A message for a response without Google's JSON: a proxy's page, say."""
     head = f"HTTP {code} {httpx.codes.get_reason_phrase(code)}".rstrip()
     if not body.strip():
         return f"{head} with an empty body" if 200 <= code < 300 else head
     title = _TITLE.search(body[:4096])
-    snippet = (title.group(1) if title else body[:200]).decode("utf-8", "replace")
+    # Redact before cutting: a key straddling the cut would otherwise leave its first half.
+    window = title.group(1) if title else body[: _SNIPPET + _KEY_MARGIN]
+    snippet = redact(window.decode("utf-8", "replace"))[:_SNIPPET]
     kind = "HTML page" if title or body.lstrip()[:1] == b"<" else "non-JSON body"
     return f"{head} ({kind}: {snippet.strip()})"
+
+
+def _scrub(doc: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
+    """`doc` without the secret anywhere in it (usage metadata is stored in the ledger)."""
+    text = json.dumps(doc)
+    clean = redact(text)
+    if clean == text:
+        return doc
+    try:
+        return json.loads(clean)
+    except ValueError:  # the secret spanned JSON syntax: keep nothing rather than leak it
+        return {}
 
 
 def _message(text: str, redact: Callable[[str], str]) -> str:

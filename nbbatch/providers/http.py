@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by every provider: one POST with a hard size cap and a total deadline.
+"""HTTP plumbing shared by every provider: one request with a hard size cap and a total deadline.
 
 Transport failures become TransientError here, so providers only classify real responses.
 Nothing raised from this module carries the API key: every message goes through `redact`.
@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -92,6 +93,67 @@ async def post_json(
     never follows redirects (a 3xx is returned like any other response).
     """
     content = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+    return await _exchange(
+        client, "POST", url, {"content": content}, headers=headers, timeout=timeout,
+        max_bytes=max_bytes, provider=provider, redact=redact,
+    )
+
+
+async def post_multipart(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    data: Mapping[str, str],
+    files: Sequence[tuple[str, tuple[str, bytes, str]]],
+    headers: Mapping[str, str],
+    timeout: float,
+    max_bytes: int,
+    provider: str,
+    redact: Redact,
+) -> RawResponse:
+    """POST a multipart/form-data body: text `data` fields, then `files` as
+    (field name, (file name, bytes, content type)), repeated names allowed. Otherwise
+    exactly post_json: one deadline, a size cap, no redirects, TransientError on transport
+    failures. httpx sets the Content-Type with its boundary; do not pass one in `headers`.
+    """
+    return await _exchange(
+        client, "POST", url, {"data": dict(data), "files": list(files)}, headers=headers,
+        timeout=timeout, max_bytes=max_bytes, provider=provider, redact=redact,
+    )
+
+
+async def get_bytes(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float,
+    max_bytes: int,
+    provider: str,
+    redact: Redact,
+    follow_redirects: bool = False,
+) -> RawResponse:
+    """GET `url` with the same deadline, cap and error mapping as post_json."""
+    return await _exchange(
+        client, "GET", url, {}, headers=headers or {}, timeout=timeout, max_bytes=max_bytes,
+        provider=provider, redact=redact, follow_redirects=follow_redirects,
+    )
+
+
+async def _exchange(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    max_bytes: int,
+    provider: str,
+    redact: Redact,
+    follow_redirects: bool = False,
+) -> RawResponse:
+    """Send one request (`body`: build_request's content/data/files) and read all of the answer."""
     sent = False  # set once the request body has gone out (seen through httpcore's trace hook)
     got_headers = False
 
@@ -108,12 +170,12 @@ async def post_json(
         # httpx's timeouts are per read; the whole exchange gets one deadline here.
         async with asyncio.timeout(timeout):
             request = client.build_request(
-                "POST", url, content=content, headers={**headers}, extensions={"trace": trace}
+                method, url, **body, headers={**headers}, extensions={"trace": trace}
             )
-            response = await client.send(request, stream=True, follow_redirects=False)
+            response = await client.send(request, stream=True, follow_redirects=follow_redirects)
             try:
                 got_headers = True
-                body = await _read_capped(response, max_bytes)
+                body_bytes = await _read_capped(response, max_bytes)
             finally:
                 await response.aclose()
     except TimeoutError:
@@ -134,7 +196,9 @@ async def post_json(
         raise transient(f"timed out waiting for the response: {_describe(exc)}", True) from None
     except httpx.HTTPError as exc:  # read errors, connection reset, bad compression...
         raise transient(f"connection failed: {_describe(exc)}", True) from None
-    return RawResponse(response.status_code, response.headers, body, time.monotonic() - start)
+    return RawResponse(
+        response.status_code, response.headers, body_bytes, time.monotonic() - start
+    )
 
 
 class _BodyTooLarge(Exception):
