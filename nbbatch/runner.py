@@ -397,7 +397,7 @@ class BatchRunner:
         relative = self.store.relative(
             image_file_name(job.row.id, job.row.index, job.item.count, extension))
         digest = sha256_hex(image.data)
-        cost = catalog.price(job.model, job.item.image_size, job.provider)
+        cost = catalog.image_cost(job.model, job.item.image_size, job.provider, image.usage)
         # Intent first: a crash between here and mark_done is finished by the next run's
         # recovery instead of paying for the image again.
         self.ledger.begin_save(job.key, file=relative, sha256=digest, bytes=len(image.data),

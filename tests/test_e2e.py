@@ -58,7 +58,7 @@ def test_a_run_makes_every_image_and_status_reports_it(tmp_path, sim):
     assert set(item) >= {"id", "index", "status", "provider", "model", "attempts", "file",
                          "sha256", "error"}
     assert item["file"] == "images/img0.jpg" and item["provider"] == "gemini"
-    assert doc["cost_usd"] == pytest.approx(5 * 0.134)
+    assert doc["cost_usd"] == pytest.approx(5 * 1120 * 120e-6)  # image tokens x price
     assert sum(successes(requests_log(sim.url)).values()) == 5
 
 
