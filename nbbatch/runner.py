@@ -183,6 +183,9 @@ class BatchRunner:
         self.storage_error: StorageError | None = None
         self.interrupted_by: ExitCode | None = None
         self._spent_this_run = 0.0
+        self._dearest_seen = 0.0  # highest cost of one image this run
+        self._dearest_listed = max((catalog.price(i.model, i.image_size, i.provider)
+                                    for i in manifest.items), default=0.0)
         counts = ledger.counts()
         self.progress = Progress(
             total=counts.total, done=counts.done, failed=counts.failed, pending=counts.pending,
@@ -258,8 +261,8 @@ class BatchRunner:
         return None
 
     def _max_price(self) -> float:
-        return max((catalog.price(i.model, i.image_size, i.provider) for i in self.items.values()),
-                   default=0)
+        """The most one image may cost: the catalog's prices, or more if tokens said so."""
+        return max(self._dearest_listed, self._dearest_seen)
 
     def _start(self, job: _Job) -> None:
         self._jobs.add(job)
@@ -411,6 +414,7 @@ class BatchRunner:
         self.ledger.mark_done(job.key)
         job.working = False
         self._spent_this_run += cost
+        self._dearest_seen = max(self._dearest_seen, cost)
         p = self.progress
         p.done, p.pending, p.done_this_run = p.done + 1, p.pending - 1, p.done_this_run + 1
         self._emit(Event("done", f"done {job.label} -> {relative} ({job.provider}, "
