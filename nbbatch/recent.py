@@ -37,9 +37,11 @@ def remember(cwd: Path, out: Path, env: Mapping[str, str]) -> None:
     path = _registry(env)
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f"{path.name}.*.tmp"):  # left by a killed run
+            stale.unlink(missing_ok=True)
         runs = _load(path)
         runs[str(cwd)] = str(out)
-        temp = path.with_suffix(f".{os.getpid()}.tmp")
+        temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         temp.write_text(json.dumps(runs, indent=1, sort_keys=True))
         os.replace(temp, path)
 

@@ -20,6 +20,7 @@ from nbbatch.errors import (
     ExitCode,
     FatalError,
     InvalidRequestError,
+    LedgerError,
     ProviderError,
     QuotaExhaustedError,
     StorageError,
@@ -180,7 +181,7 @@ class BatchRunner:
         self.stop_reason: str | None = None
         self.fatal: FatalError | None = None
         self.quota: QuotaExhaustedError | None = None
-        self.storage_error: StorageError | None = None
+        self.storage_error: StorageError | LedgerError | None = None
         self.interrupted_by: ExitCode | None = None
         self._spent_this_run = 0.0
         self._dearest_seen = 0.0  # highest cost of one image this run
@@ -293,6 +294,10 @@ class BatchRunner:
             self.ledger.mark_pending(job.key, kind=exc.kind, message=exc.message)
             if self.router.all_dropped():
                 self.halt(f"{exc.provider}: {exc.message}", hard=True)
+        except LedgerError as exc:
+            # Requests that cannot be recorded must not be sent (or paid for) at all.
+            self.storage_error = self.storage_error or exc
+            self.halt(f"the ledger cannot be written: {exc.message}", hard=True)
         except StorageError as exc:
             self.storage_error = self.storage_error or exc
             self.ledger.mark_pending(job.key, kind="storage", message=exc.message)
