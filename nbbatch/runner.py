@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from nbbatch.storage import ImageStore, image_file_name, sha256_hex
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 LONGEST_SERVER_WAIT = 900.0  # seconds; a longer server-given delay counts as exhausted
+REFERENCE_CACHE_SIZE = 16  # reference images kept in memory
 
 
 @dataclass(frozen=True)
@@ -177,11 +179,10 @@ class BatchRunner:
         self.items = {item.id: item for item in manifest.items}
         self._jobs: set[_Job] = set()
         self._changed = asyncio.Event()  # set whenever a job ends: wakes the dispatcher
-        self._references: dict[Path, ReferenceImage] = {}
+        self._references: OrderedDict[Path, ReferenceImage] = OrderedDict()
         self.stop_reason: str | None = None
         self.fatal: FatalError | None = None
         self.quota: QuotaExhaustedError | None = None
-        self.storage_error: StorageError | LedgerError | None = None
         self.interrupted_by: ExitCode | None = None
         self._spent_this_run = 0.0
         self._dearest_seen = 0.0  # highest cost of one image this run
@@ -240,8 +241,8 @@ class BatchRunner:
             if self.stop_reason:
                 return False
             reason = self._budget_reached()
-            if reason and not self._jobs:
-                self.halt(reason)
+            if reason and (not self._jobs or reason.startswith("--max-duration")):
+                self.halt(reason)  # time is up at once; other budgets wait for what is running
                 return False
             if reason is None and len(self._jobs) < window:
                 return True
@@ -296,10 +297,8 @@ class BatchRunner:
                 self.halt(f"{exc.provider}: {exc.message}", hard=True)
         except LedgerError as exc:
             # Requests that cannot be recorded must not be sent (or paid for) at all.
-            self.storage_error = self.storage_error or exc
             self.halt(f"the ledger cannot be written: {exc.message}", hard=True)
         except StorageError as exc:
-            self.storage_error = self.storage_error or exc
             self.ledger.mark_pending(job.key, kind="storage", message=exc.message)
             self.halt(exc.message)
         except (_Halted, asyncio.CancelledError):
@@ -479,9 +478,15 @@ class BatchRunner:
         )
 
     def _reference(self, path: Path) -> ReferenceImage:
-        if path not in self._references:
+        """Reference images are read when needed and a few are kept: batches often reuse one
+        image, but 100,000 distinct ones must not all sit in memory."""
+        if path in self._references:
+            self._references.move_to_end(path)
+        else:
             data = path.read_bytes()
             self._references[path] = ReferenceImage(_sniff_mime(data), data)
+            if len(self._references) > REFERENCE_CACHE_SIZE:
+                self._references.popitem(last=False)
         return self._references[path]
 
     def _emit(self, event: Event) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -217,3 +218,21 @@ def test_a_server_wait_of_hours_ends_the_provider_for_this_run(tmp_path, clock):
     assert summary.exit_code == ExitCode.TEMPFAIL
     assert len(provider.starts) == 1 and max(clock.sleeps, default=0) < 900
     assert "15.2 h" in next(r for r in ledger.pending() if r.id == "p0").error_message
+
+
+def test_reference_images_are_read_from_disk_and_sent_inline(tmp_path, clock):
+    ref = tmp_path / "ref.png"
+    ref.write_bytes(png((1, 2, 3)))
+    seen = []
+
+    class Recording(ScriptedProvider):
+        async def generate(self, request):
+            seen.append(request.references)
+            return await super().generate(request)
+
+    base = manifest(tmp_path, ["a", "b"])
+    items = tuple(replace(i, references=(ref,), reference_digests=("d",)) for i in base.items)
+    summary, _, _ = run(tmp_path, replace(base, items=items), Recording(clock), clock)
+    assert summary.exit_code == ExitCode.OK
+    assert [r[0].mime_type for r in seen] == ["image/png", "image/png"]
+    assert seen[0][0].data == ref.read_bytes()
