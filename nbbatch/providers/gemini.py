@@ -12,7 +12,7 @@ import httpx
 from nbbatch.manifest import ProviderConfig
 from nbbatch.providers import google
 from nbbatch.providers.base import GeneratedImage, ImageRequest, Provider
-from nbbatch.providers.http import post_json, redactor
+from nbbatch.providers.http import new_client, post_json, redactor
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a 4K image is ~20 MB in base64: far larger is wrong
@@ -32,14 +32,7 @@ class GeminiProvider(Provider):
         self._api_key = api_key
         self._redact = redactor(api_key)
         self._base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
-        # The total deadline is enforced around each request (post_json); httpx's own
-        # per-operation timeout only backs it up, so it sits a little above.
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            timeout=httpx.Timeout(config.timeout + 5),
-            headers={"User-Agent": "nbbatch"},
-        )
+        self._client = new_client(transport, config.timeout)
 
     def url_for(self, model: str) -> str:
         model = model.removeprefix("models/")  # people paste ids from ListModels

@@ -34,6 +34,15 @@ class RawResponse:
     latency: float  # seconds from sending the request to the last byte of the body
 
 
+def new_client(transport: httpx.AsyncBaseTransport | None, timeout: float) -> httpx.AsyncClient:
+    """One client per provider. Redirects are never followed (the key must not travel to
+    another host); the total deadline is enforced around each request by the functions
+    below, and httpx's per-operation timeout, a little above it, only backs that up."""
+    return httpx.AsyncClient(transport=transport, follow_redirects=False,
+                             timeout=httpx.Timeout(timeout + 5),
+                             headers={"User-Agent": "nbbatch"})
+
+
 def redactor(secret: str | None) -> Redact:
     """A function that replaces `secret` (plain or URL-encoded) with '***' in a text."""
     forms = {s for s in (secret, quote(secret or "", safe=""), quote_plus(secret or "")) if s}

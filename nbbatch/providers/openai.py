@@ -42,6 +42,7 @@ from nbbatch.images import NotAnImageError, detect_image
 from nbbatch.manifest import ProviderConfig
 from nbbatch.providers.base import GeneratedImage, ImageRequest, Provider
 from nbbatch.providers.http import (
+    new_client,
     RawResponse,
     get_bytes,
     post_json,
@@ -237,12 +238,7 @@ class OpenAIProvider(Provider):
             self._headers["OpenAI-Project"] = self.options["project"]
         # The total deadline is enforced around each request (http.py); httpx's own
         # per-operation timeout only backs it up, so it sits a little above.
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            timeout=httpx.Timeout(config.timeout + 5),
-            headers={"User-Agent": "nbbatch"},
-        )
+        self._client = new_client(transport, config.timeout)
 
     async def generate(self, request: ImageRequest) -> GeneratedImage:
         try:

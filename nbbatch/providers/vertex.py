@@ -29,7 +29,7 @@ from nbbatch.manifest import ProviderConfig
 from nbbatch.providers import google
 from nbbatch.providers.base import GeneratedImage, ImageRequest, Provider
 from nbbatch.providers.gemini import MAX_RESPONSE_BYTES
-from nbbatch.providers.http import RawResponse, Redact, post_json, redactor
+from nbbatch.providers.http import RawResponse, Redact, new_client, post_json, redactor
 
 DEFAULT_HOST = "https://aiplatform.googleapis.com"
 DEFAULT_LOCATION = "global"
@@ -101,13 +101,7 @@ class VertexProvider(Provider):
                 404: f"(check the model name, that location {location} serves it, and "
                 f"project {project})",
             }
-        # As in gemini.py: the total deadline is enforced by post_json; this only backs it up.
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            timeout=httpx.Timeout(config.timeout + 5),
-            headers={"User-Agent": "nbbatch"},
-        )
+        self._client = new_client(transport, config.timeout)
 
     def url_for(self, model: str) -> str:
         # People paste ids from the console ("publishers/google/models/…") or ListModels.
