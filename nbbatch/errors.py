@@ -7,7 +7,7 @@
     ├── LedgerError              the ledger cannot be opened or is not ours
     ├── StorageError             an image could not be written (disk full, unwritable folder)
     └── ProviderError            one classified API response: provider, HTTP status, request id
-        ├── TransientError       retry with backoff (503, 500, per-minute 429, timeouts, no image...)
+        ├── TransientError       retry with backoff (503, 500, per-minute 429, timeouts...)
         ├── BlockedError         safety / policy refusal: the image fails, never retried
         ├── InvalidRequestError  400 about the request: the image fails, never retried
         ├── QuotaExhaustedError  per-day quota or billing cap: the provider is done for this run

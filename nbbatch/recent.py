@@ -16,7 +16,8 @@ from pathlib import Path
 def state_dir(env: Mapping[str, str]) -> Path:
     if env.get("NBBATCH_STATE_DIR"):
         return Path(env["NBBATCH_STATE_DIR"])
-    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local/state")
+    home = Path(env.get("HOME", "~")).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(home / ".local/state")
     return Path(base) / "nbbatch"
 
 

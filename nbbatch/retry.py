@@ -22,7 +22,7 @@ from nbbatch.errors import TransientError
 from nbbatch.manifest import RetryConfig
 
 
-class wait_backoff_or_server_delay(wait_base):  # noqa: N801 - tenacity's naming style
+class wait_backoff_or_server_delay(wait_base):
     """The larger of the jittered backoff and the delay the server asked for."""
 
     def __init__(self, backoff: wait_base) -> None:

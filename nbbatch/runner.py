@@ -251,7 +251,8 @@ class BatchRunner:
 
     def _budget_reached(self) -> str | None:
         b, active = self.budget, len(self._jobs)
-        if b.max_duration is not None and self._clock() - self.progress.started_at >= b.max_duration:
+        elapsed = self._clock() - self.progress.started_at
+        if b.max_duration is not None and elapsed >= b.max_duration:
             return f"--max-duration reached ({b.max_duration:g} s)"
         if b.max_images is not None and self.progress.done_this_run + active >= b.max_images:
             return f"--max-images reached ({b.max_images})"
@@ -319,7 +320,7 @@ class BatchRunner:
             job.model = attempt.model
             async with lane.slots:
                 started = await lane.pacer.wait_turn(
-                    lambda: self.router.still_valid(choice, job.candidates))
+                    lambda choice=choice: self.router.still_valid(choice, job.candidates))
                 if self.stop_reason:
                     raise _Halted
                 if started is None:

@@ -22,6 +22,7 @@ GET /_sim/files/NAME (images handed out as URLs, for dall-e answers).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -348,10 +349,8 @@ class _HTTPServer(ThreadingHTTPServer):
         """Wake handler threads parked on idle keep-alive connections."""
         with self._connections_lock:
             for conn in list(self._connections):
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -403,7 +402,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             return True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.log_requests:
             super().log_message(format, *args)
 

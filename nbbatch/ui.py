@@ -12,11 +12,13 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress as RichProgress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+)
+from rich.progress import (
+    Progress as RichProgress,
 )
 from rich.table import Table
 
@@ -38,7 +40,12 @@ class Reporter:
                  stream: IO[str] | None = None) -> None:
         self.console = console
         self.live = live and verbosity > 0
-        self.min_level = {0: 2, 1: 1, 2: 0}[verbosity] if not self.live else (0 if verbosity > 1 else 2)
+        # Plain lines: quiet shows warnings, normal adds progress, verbose every request.
+        # Under a live bar, progress is the bar itself: only warnings, or everything.
+        if self.live:
+            self.min_level = 0 if verbosity > 1 else 2
+        else:
+            self.min_level = {0: 2, 1: 1, 2: 0}[verbosity]
         self.stream = stream or sys.stdout
         self._bar: RichProgress | None = None
         self._task = None

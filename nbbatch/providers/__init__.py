@@ -72,7 +72,7 @@ def create_provider(
                                   transport=transport)
         return VertexProvider(config, token_source=adc_token_source(), transport=transport)
     if config.name == "simulator":
-        from nbbatch.providers.simulator import simulator_transport, simulator_options
+        from nbbatch.providers.simulator import simulator_options, simulator_transport
 
         sim_config = ProviderConfig(
             name="simulator",

@@ -44,5 +44,6 @@ class Provider(ABC):
     @abstractmethod
     async def generate(self, request: ImageRequest) -> GeneratedImage: ...
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release connections."""
+    async def aclose(self) -> None:
+        """Release connections; providers without any keep the default."""
+        return None

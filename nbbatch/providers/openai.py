@@ -42,9 +42,9 @@ from nbbatch.images import NotAnImageError, detect_image
 from nbbatch.manifest import ProviderConfig
 from nbbatch.providers.base import GeneratedImage, ImageRequest, Provider
 from nbbatch.providers.http import (
-    new_client,
     RawResponse,
     get_bytes,
+    new_client,
     post_json,
     post_multipart,
     redactor,

@@ -269,7 +269,7 @@ def _host_for(location: str) -> str:
 
 
 def _is_async(source: object) -> bool:
-    call = getattr(source, "__call__", None)  # noqa: B004 - an object with async __call__
+    call = type(source).__call__ if callable(source) else None
     return inspect.iscoroutinefunction(source) or inspect.iscoroutinefunction(call)
 
 
