@@ -1,17 +1,20 @@
 """Failover: the router alone, then the runner with two scripted providers."""
 
-import asyncio
 
 import pytest
 
-from nbbatch.batch import planned_images
 from nbbatch.errors import ExitCode, FatalError, QuotaExhaustedError, TransientError
 from nbbatch.failover import Choice, NoProviderLeft, Router, candidates
-from nbbatch.ledger import Ledger
-from nbbatch.manifest import FailoverConfig, Interval, Item, Manifest, PacingConfig, ProviderConfig, RetryConfig
-from nbbatch.runner import BatchRunner
-from nbbatch.storage import ImageStore
-from tests.test_runner import ScriptedProvider
+from nbbatch.manifest import (
+    FailoverConfig,
+    Interval,
+    Item,
+    Manifest,
+    PacingConfig,
+    ProviderConfig,
+    RetryConfig,
+)
+from tests.test_runner import ScriptedProvider, run
 
 
 def test_candidates_put_the_items_provider_first():
@@ -101,17 +104,7 @@ class FlakyProvider(ScriptedProvider):
 
 
 def run_two(tmp_path, m, gemini, openai, clock):
-    out = tmp_path / "out"
-    out.mkdir(exist_ok=True)
-    store = ImageStore(out)
-    store.prepare()
-    ledger = Ledger.open(out / "ledger.db")
-    ledger.sync(planned_images(m))
-    events = []
-    runner = BatchRunner(m, ledger, store, {"gemini": gemini, "openai": openai},
-                         on_event=lambda e, p: events.append(e), clock=clock, wall=clock,
-                         sleep=clock.sleep)
-    return asyncio.run(runner.run(ledger.pending())), ledger, events
+    return run(tmp_path, m, {"gemini": gemini, "openai": openai}, clock)
 
 
 def overloaded():

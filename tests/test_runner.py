@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
+from nbbatch.batch import planned_images
 from nbbatch.errors import (
     BlockedError,
     ExitCode,
@@ -16,7 +17,6 @@ from nbbatch.errors import (
 )
 from nbbatch.ledger import Ledger
 from nbbatch.manifest import Interval, Item, Manifest, PacingConfig, RetryConfig
-from nbbatch.batch import planned_images
 from nbbatch.providers.base import GeneratedImage, Provider
 from nbbatch.runner import BatchRunner, Budget
 from nbbatch.storage import ImageStore
@@ -69,6 +69,8 @@ def manifest(tmp_path, prompts, *, interval=1.0, concurrency=2, attempts=3, coun
 
 
 def run(tmp_path, m, provider, clock, budget=Budget()):
+    """Run `m` on virtual time; `provider` serves "gemini", or is a name -> provider map."""
+    providers = provider if isinstance(provider, dict) else {"gemini": provider}
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     store = ImageStore(out)
@@ -76,7 +78,7 @@ def run(tmp_path, m, provider, clock, budget=Budget()):
     ledger = Ledger.open(out / "ledger.db")
     ledger.sync(planned_images(m))
     events = []
-    runner = BatchRunner(m, ledger, store, {"gemini": provider}, budget=budget,
+    runner = BatchRunner(m, ledger, store, providers, budget=budget,
                          on_event=lambda e, p: events.append(e), clock=clock, wall=clock,
                          sleep=clock.sleep)
     summary = asyncio.run(runner.run(ledger.pending()))

@@ -236,8 +236,6 @@ class OpenAIProvider(Provider):
             self._headers["OpenAI-Organization"] = self.options["organization"]
         if "project" in self.options:
             self._headers["OpenAI-Project"] = self.options["project"]
-        # The total deadline is enforced around each request (http.py); httpx's own
-        # per-operation timeout only backs it up, so it sits a little above.
         self._client = new_client(transport, config.timeout)
 
     async def generate(self, request: ImageRequest) -> GeneratedImage:
