@@ -52,8 +52,8 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a script: the repository root holds tests/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nbbatch.simulate import SimulatorOptions, SimulatorServer, parse_faults  # noqa: E402
-from tests.e2e_helpers import KEY, env, nbbatch_cmd, requests_log, write_manifest  # noqa: E402
+from nbbatch.sim import SimulatorOptions, SimulatorServer, parse_faults
+from tests.e2e_helpers import KEY, env, nbbatch_cmd, requests_log, write_manifest
 
 Key = tuple[str, int]
 TEMP_NAME = re.compile(r"\.(.+)\.([0-9a-f]{16})\.tmp")
@@ -63,7 +63,7 @@ CRASH_POINTS = ("mid-write", "before-rename", "after-rename")
 # Nth call of one file operation: the kill lands inside a save, where a timer rarely hits.
 CRASH_BOOT = r"""
 import os, signal, sys
-import nbbatch.storage as storage
+import nbbatch.store.files as storage
 point, nth = sys.argv.pop(1).split(":")
 nth, calls = int(nth), [0]
 

@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nbbatch.ledger import Attempt, Ledger, PlannedImage
+from nbbatch.store.ledger import Ledger
+from nbbatch.store.records import Attempt, PlannedImage
 
 
 def plan(n: int, salt: str = "") -> list[PlannedImage]:

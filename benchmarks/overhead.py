@@ -24,9 +24,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from nbbatch.ledger import Attempt, Ledger, PlannedImage
 from nbbatch.providers.google import classify
-from nbbatch.storage import ImageStore, sha256_hex
+from nbbatch.store.files import ImageStore, sha256_hex
+from nbbatch.store.ledger import Ledger
+from nbbatch.store.records import Attempt, PlannedImage
 
 
 def one_megabyte_jpeg() -> bytes:
@@ -88,7 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     timings, image_bytes, body_bytes = per_image_cpu(args.images)
     ms = [t * 1000 for t in timings]
-    print(f"per image ({image_bytes / 1e6:.2f} MB image, {body_bytes / 1e6:.2f} MB response, {args.images} images): "
+    print(f"per image ({image_bytes / 1e6:.2f} MB image, {body_bytes / 1e6:.2f} MB response, "
+          f"{args.images} images): "
           f"median {statistics.median(ms):.1f} ms CPU, max {max(ms):.1f} ms (target < 20 ms)")
     print(f"nbbatch --help: median {help_seconds():.2f} s wall (target < 0.5 s)")
 

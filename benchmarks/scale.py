@@ -1,7 +1,7 @@
 """`plan`, `status` and resume planning on a 100,000-prompt manifest: seconds and peak memory.
 
-Each command runs as its own `nbbatch` process, which records its own peak RSS (VmHWM). The ledger is
-filled as if every image had been made (the benchmark marks them done directly), so the
+Each command runs as its own `nbbatch` process, which records its own peak RSS (VmHWM). The
+ledger is filled as if every image had been made (the benchmark marks them done directly), so the
 `run` measured here is pure resume planning: lock, recovery, sync, pending — then nothing to do.
 SPEC target: each under 5 s and 300 MB.
 
@@ -19,10 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nbbatch.batch import planned_images
-from nbbatch.ledger import Ledger
+from nbbatch.engine.run import planned_images
 from nbbatch.manifest import load_manifest
-
+from nbbatch.store.ledger import Ledger
 
 # Each process records its own high-water mark (VmHWM) as it exits, in the file named by
 # NBBATCH_PEAK_FILE: wait4's ru_maxrss would include this benchmark's own memory, which Linux

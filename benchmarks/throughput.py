@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from nbbatch.simulate import SimulatorOptions, SimulatorServer
+from nbbatch.sim import SimulatorOptions, SimulatorServer
 
 KEY = "benchmark-key"
 

@@ -1,11 +1,14 @@
-"""Known image models: aspect ratios, sizes, price per image, shutdown dates.
+"""Known image models: aspect ratios, sizes, prices, shutdown dates — one entry per model.
 
-Figures from shared/reference (late 2026). Unknown models are allowed (gateways, new releases):
-they get no validation and no price.
+Prices are the providers' published list prices of late 2026 (OpenAI's per quality and pixel
+size; Gemini's per image size; batch jobs at half price). Unknown models are allowed
+(gateways, new releases): they get no validation and no price.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -13,89 +16,170 @@ from typing import Any
 
 GEMINI_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 FLASH_31_RATIOS = (*GEMINI_RATIOS, "1:4", "4:1", "1:8", "8:1")
-# OpenAI takes sizes, not ratios: providers/openai.py maps each of these to the nearest size
-# the model has (1024x1024, 1536x1024, 1024x1536 for GPT image models).
+# OpenAI takes pixel sizes, not ratios: each ratio is sent as the model's nearest size.
 OPENAI_RATIOS = GEMINI_RATIOS
-DALL_E_SHUTDOWN = date(2026, 5, 12)  # reported, 3rd-party (openai reference §1.6)
+GPT_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
+DALL_E_3_SIZES = ((1024, 1024), (1792, 1024), (1024, 1792))
+DALL_E_SHUTDOWN = date(2026, 5, 12)  # reported by third parties, not by OpenAI
+BATCH_DISCOUNT = 0.5  # the Gemini and OpenAI batch APIs charge half the online price
+QUALITIES = ("low", "medium", "high")
+
+_RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     id: str
-    provider: str
+    family: str  # "gemini" | "openai": the providers that can serve it are in the registry
     aspect_ratios: tuple[str, ...]
-    image_sizes: tuple[str, ...]
-    price_per_image: dict[str, float]  # image size -> USD; "*" for any size
+    image_sizes: tuple[str, ...]  # first: what the model makes when no size is asked
+    # USD per image, online. Gemini: by image size ("*": any). OpenAI: "quality/WxH".
+    prices: Mapping[str, float]
+    pixel_sizes: tuple[tuple[int, int], ...] = ()  # OpenAI: the sizes the API takes
     shutdown: date | None = None
     usd_per_image_token: float | None = None  # output image tokens, when billed per token
-
-    def price(self, image_size: str | None) -> float:
-        size = image_size or self.image_sizes[0]
-        return self.price_per_image.get(size, self.price_per_image.get("*", 0.0))
+    replacements: tuple[str, ...] = ()  # what to use once it is shut down
 
 
+def _gpt_prices(low: tuple[float, float], medium: tuple[float, float],
+                high: tuple[float, float]) -> dict[str, float]:
+    """(square, portrait-or-landscape) prices per quality -> "quality/WxH" keys."""
+    out = {}
+    for quality, (square, oblong) in zip(QUALITIES, (low, medium, high), strict=True):
+        out[f"{quality}/1024x1024"] = square
+        out[f"{quality}/1536x1024"] = out[f"{quality}/1024x1536"] = oblong
+    return out
+
+
+_PRO = {"1K": 0.134, "2K": 0.134, "4K": 0.24}
+_FLASH = {"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151}
 _MODELS = [
-    # Gemini bills image output tokens: $120 / $60 / $30 per million (reference §7).
-    ModelInfo("gemini-3-pro-image", "gemini", GEMINI_RATIOS, ("1K", "2K", "4K"),
-              {"1K": 0.134, "2K": 0.134, "4K": 0.24}, usd_per_image_token=120e-6),
-    ModelInfo("gemini-3-pro-image-preview", "gemini", GEMINI_RATIOS, ("1K", "2K", "4K"),
-              {"1K": 0.134, "2K": 0.134, "4K": 0.24}, shutdown=date(2026, 6, 25),
+    # Gemini bills image output tokens: $120 / $60 / $30 per million.
+    ModelInfo("gemini-3-pro-image", "gemini", GEMINI_RATIOS, ("1K", "2K", "4K"), _PRO,
               usd_per_image_token=120e-6),
+    ModelInfo("gemini-3-pro-image-preview", "gemini", GEMINI_RATIOS, ("1K", "2K", "4K"), _PRO,
+              shutdown=date(2026, 6, 25), usd_per_image_token=120e-6,
+              replacements=("gemini-3-pro-image",)),
     ModelInfo("gemini-3.1-flash-image", "gemini", FLASH_31_RATIOS, ("1K", "512", "2K", "4K"),
-              {"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151}, usd_per_image_token=60e-6),
+              _FLASH, usd_per_image_token=60e-6),
     ModelInfo("gemini-3.1-flash-image-preview", "gemini", FLASH_31_RATIOS,
-              ("1K", "512", "2K", "4K"), {"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151},
-              shutdown=date(2026, 6, 25), usd_per_image_token=60e-6),
+              ("1K", "512", "2K", "4K"), _FLASH, shutdown=date(2026, 6, 25),
+              usd_per_image_token=60e-6, replacements=("gemini-3.1-flash-image",)),
     ModelInfo("gemini-2.5-flash-image", "gemini", GEMINI_RATIOS, ("1K",), {"*": 0.039},
-              shutdown=date(2026, 10, 2), usd_per_image_token=30e-6),
-    # OpenAI: one output size class ("1K"); the price is medium quality at 1024x1024
-    # (reference §1.5; gpt-image-1.5 from third-party mirrors of OpenAI's price list).
-    # Portrait/landscape and high quality cost more; billing is per token in fact.
-    ModelInfo("gpt-image-1", "openai", OPENAI_RATIOS, ("1K",), {"*": 0.042},
+              shutdown=date(2026, 10, 2), usd_per_image_token=30e-6,
+              replacements=("gemini-3.1-flash-image",)),
+    # OpenAI bills output tokens in fact; these are the per-image figures they come to.
+    ModelInfo("gpt-image-1", "openai", OPENAI_RATIOS, ("1K",),
+              _gpt_prices((0.011, 0.016), (0.042, 0.063), (0.167, 0.25)), GPT_SIZES,
               usd_per_image_token=40e-6),
-    ModelInfo("gpt-image-1-mini", "openai", OPENAI_RATIOS, ("1K",), {"*": 0.011},
+    ModelInfo("gpt-image-1-mini", "openai", OPENAI_RATIOS, ("1K",),
+              _gpt_prices((0.005, 0.006), (0.011, 0.015), (0.036, 0.052)), GPT_SIZES,
               usd_per_image_token=8e-6),
-    ModelInfo("gpt-image-1.5", "openai", OPENAI_RATIOS, ("1K",), {"*": 0.034}),
-    ModelInfo("dall-e-3", "openai", OPENAI_RATIOS, ("1K",), {"*": 0.04},
-              shutdown=DALL_E_SHUTDOWN),
-    ModelInfo("dall-e-2", "openai", ("1:1",), ("1K",), {"*": 0.02}, shutdown=DALL_E_SHUTDOWN),
+    # gpt-image-1.5: only the medium square price is published (third-party mirrors).
+    ModelInfo("gpt-image-1.5", "openai", OPENAI_RATIOS, ("1K",), {"*": 0.034}, GPT_SIZES),
+    ModelInfo("dall-e-3", "openai", OPENAI_RATIOS, ("1K",),
+              {"standard/1024x1024": 0.04, "standard/1792x1024": 0.08,
+               "standard/1024x1792": 0.08, "hd/1024x1024": 0.08, "hd/1792x1024": 0.12,
+               "hd/1024x1792": 0.12}, DALL_E_3_SIZES, shutdown=DALL_E_SHUTDOWN,
+              replacements=("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")),
+    ModelInfo("dall-e-2", "openai", ("1:1",), ("1K",), {"*": 0.02}, ((1024, 1024),),
+              shutdown=DALL_E_SHUTDOWN, replacements=("gpt-image-1-mini", "gpt-image-1")),
 ]
 MODELS: dict[str, ModelInfo] = {m.id: m for m in _MODELS}
-
-DEFAULT_MODEL = {
-    "gemini": "gemini-3-pro-image",
-    "vertex": "gemini-3-pro-image",
-    "simulator": "gemini-3-pro-image",
-    "openai": "gpt-image-1",
-}
 
 
 def lookup(model: str) -> ModelInfo | None:
     return MODELS.get(model)
 
 
-FREE_PROVIDERS = frozenset({"simulator"})
-
-
-def price(model: str, image_size: str | None, provider: str | None = None) -> float:
-    """Estimated USD for one image; 0.0 for unknown models and for the simulator."""
-    if provider in FREE_PROVIDERS:
-        return 0.0
+def family(model: str) -> str | None:
+    """The model family a model belongs to, when nbbatch can tell."""
     info = MODELS.get(model)
-    return info.price(image_size) if info else 0.0
+    if info is not None:
+        return info.family
+    return "openai" if model.startswith(("gpt-image", "dall-e")) else None
 
 
-def image_cost(model: str, image_size: str | None, provider: str | None,
-               usage: Mapping[str, Any] | None) -> float:
-    """What one image cost: the image tokens the provider reported times the model's token
-    price when both are known, else the catalog's price per image."""
-    if provider in FREE_PROVIDERS:
+def retirement_note(model: str) -> str | None:
+    """For a model with an announced shutdown: when, and what to use instead."""
+    info = MODELS.get(model)
+    if info is None or info.shutdown is None:
+        return None
+    instead = f"; use {' or '.join(info.replacements)}" if info.replacements else ""
+    return f"{model} is reported shut down on {info.shutdown:%Y-%m-%d}{instead}"
+
+
+def pixel_size(model: str, aspect_ratio: str | None) -> str:
+    """The OpenAI `size` for a ratio: the model's size nearest to it in log ratio, ties to the
+    square one; "auto" when no ratio is asked (dall-e has no "auto": 1024x1024).
+    ValueError for a ratio that is not W:H."""
+    info = MODELS.get(model)
+    sizes = info.pixel_sizes if info and info.pixel_sizes else GPT_SIZES
+    if aspect_ratio is None:
+        return "1024x1024" if model.startswith("dall-e") else "auto"
+    match = _RATIO.match(aspect_ratio)
+    if not match or float(match.group(1)) <= 0 or float(match.group(2)) <= 0:
+        raise ValueError(f"aspect ratio {aspect_ratio!r} must look like 16:9")
+    wanted = math.log(float(match.group(1)) / float(match.group(2)))
+    width, height = min(sizes, key=lambda s: abs(math.log(s[0] / s[1]) - wanted))
+    return f"{width}x{height}"
+
+
+def price(
+    model: str,
+    *,
+    image_size: str | None = None,
+    aspect_ratio: str | None = None,
+    quality: str | None = None,
+    batch: bool = False,
+    dearest: bool = False,
+) -> float:
+    """List price of one image in USD; 0.0 for unknown models.
+
+    With `dearest`, what the image may cost at most when the provider chooses ("auto"
+    quality or size): the figure a hard budget must count. Otherwise the usual case.
+    """
+    info = MODELS.get(model)
+    if info is None:
         return 0.0
+    usd = _list_price(info, image_size, aspect_ratio, quality, dearest)
+    return usd * BATCH_DISCOUNT if batch else usd
+
+
+def _list_price(info: ModelInfo, image_size: str | None, aspect_ratio: str | None,
+                quality: str | None, dearest: bool) -> float:
+    prices = info.prices
+    if "*" in prices:
+        return prices["*"]
+    if not info.pixel_sizes:  # priced by image size
+        return prices.get(image_size or info.image_sizes[0], max(prices.values()))
+    tiers = ("standard", "hd") if info.id.startswith("dall-e") else QUALITIES
+    wanted: tuple[str, ...]
+    if quality is not None and quality in tiers:
+        wanted = (quality,)
+    elif info.id.startswith("dall-e"):
+        wanted = ("hd" if quality == "high" else "standard",)
+    else:  # "auto" or unset: the model picks
+        wanted = tiers if dearest else ("medium",)
+    try:
+        size = pixel_size(info.id, aspect_ratio)
+    except ValueError:
+        size = "auto"
+    sizes = [f"{w}x{h}" for w, h in info.pixel_sizes] if size == "auto" and dearest else \
+        ["1024x1024" if size == "auto" else size]
+    found = [prices[key] for q in wanted for s in sizes if (key := f"{q}/{s}") in prices]
+    return max(found, default=max(prices.values()))
+
+
+def image_cost(model: str, usage: Mapping[str, Any] | None, list_price: float, *,
+               batch: bool = False) -> float:
+    """What one image cost: the image tokens the provider reported times the model's token
+    price when both are known, else its list price (already at the batch rate if batch)."""
     info = MODELS.get(model)
     tokens = image_output_tokens(usage or {})
     if info and info.usd_per_image_token and tokens:
-        return tokens * info.usd_per_image_token
-    return price(model, image_size, provider)
+        return tokens * info.usd_per_image_token * (BATCH_DISCOUNT if batch else 1.0)
+    return list_price
 
 
 def image_output_tokens(usage: Mapping[str, Any]) -> int | None:
@@ -103,12 +187,13 @@ def image_output_tokens(usage: Mapping[str, Any]) -> int | None:
     details = usage.get("candidatesTokensDetails")  # Gemini
     if isinstance(details, list):
         tokens = sum(d.get("tokenCount", 0) for d in details
-                     if isinstance(d, dict) and d.get("modality") == "IMAGE")
+                     if isinstance(d, dict) and isinstance(d.get("tokenCount"), int)
+                     and d.get("modality") == "IMAGE")
         if tokens:
             return int(tokens)
     output = usage.get("output_tokens_details")  # OpenAI
-    if isinstance(output, dict) and isinstance(output.get("image_tokens"), int):
-        return output["image_tokens"]
-    if isinstance(usage.get("output_tokens"), int):
-        return usage["output_tokens"]
+    if isinstance(output, dict) and type(output.get("image_tokens")) is int:
+        return int(output["image_tokens"])
+    if type(usage.get("output_tokens")) is int:
+        return int(usage["output_tokens"])
     return None

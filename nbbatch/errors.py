@@ -2,21 +2,24 @@
 
     NbbatchError                 message is what the user reads; exit_code picks the exit status
     ├── UsageError               bad flags or arguments (exit 2)
-    │   └── ManifestError        bad manifest: file, line, field (exit 2)
+    │   ├── ManifestError        bad manifest: file, line, field (exit 2)
+    │   └── OptionError          a provider option the provider cannot take (exit 2)
     ├── FolderLockedError        another run holds the output folder (exit 75)
-    ├── LedgerError              the ledger cannot be opened or is not ours
-    ├── StorageError             an image could not be written (disk full, unwritable folder)
+    ├── LedgerError              the ledger cannot be opened or is not ours (exit 2)
+    ├── StorageError             an image could not be written: disk full, no access (exit 75)
+    │   └── UnsafeFolderError    writing would land outside the output folder (exit 2)
     └── ProviderError            one classified API response: provider, HTTP status, request id
         ├── TransientError       retry with backoff (503, 500, per-minute 429, timeouts...)
         ├── BlockedError         safety / policy refusal: the image fails, never retried
         ├── InvalidRequestError  400 about the request: the image fails, never retried
         ├── QuotaExhaustedError  per-day quota or billing cap: the provider is done for this run
-        └── FatalError           the whole run must stop: key rejected, permission, unknown model
+        └── FatalError           the whole run must stop: key rejected, permission (exit 4)
+            └── UnknownModelError  the provider does not know the model (exit 2)
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class ExitCode(IntEnum):
@@ -29,6 +32,18 @@ class ExitCode(IntEnum):
     SIGTERM = 143
 
 
+class Outcome(StrEnum):
+    """What one attempt came to, as the ledger records it."""
+
+    SUCCESS = "success"
+    TRANSIENT = "transient"
+    BLOCKED = "blocked"
+    INVALID = "invalid"
+    QUOTA = "quota"
+    FATAL = "fatal"
+    INTERRUPTED = "interrupted"  # cancelled by a stop while the request was in flight
+
+
 class NbbatchError(Exception):
     exit_code: ExitCode = ExitCode.USAGE
 
@@ -39,6 +54,14 @@ class NbbatchError(Exception):
 
 class UsageError(NbbatchError):
     exit_code = ExitCode.USAGE
+
+
+class OptionError(UsageError):
+    """A provider option the provider cannot take: `key` names it (under providers.NAME)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key, self.reason = key, message
 
 
 class ManifestError(UsageError):
@@ -63,10 +86,17 @@ class StorageError(NbbatchError):
     exit_code = ExitCode.TEMPFAIL
 
 
+class UnsafeFolderError(StorageError):
+    """The output folder is laid out so that writing to it would land elsewhere (a symbolic
+    link where a folder or the lock file belongs). Running again later will not help."""
+
+    exit_code = ExitCode.USAGE
+
+
 class ProviderError(NbbatchError):
     """A classified response from a provider. `kind` is what the ledger records."""
 
-    kind = "error"
+    kind: Outcome = Outcome.FATAL
 
     def __init__(
         self,
@@ -92,7 +122,7 @@ class TransientError(ProviderError):
     answer), which the provider may still charge for.
     """
 
-    kind = "transient"
+    kind = Outcome.TRANSIENT
 
     def __init__(
         self,
@@ -110,20 +140,20 @@ class TransientError(ProviderError):
 
 
 class BlockedError(ProviderError):
-    kind = "blocked"
+    kind = Outcome.BLOCKED
 
 
 class InvalidRequestError(ProviderError):
-    kind = "invalid"
+    kind = Outcome.INVALID
 
 
 class QuotaExhaustedError(ProviderError):
-    kind = "quota"
+    kind = Outcome.QUOTA
     exit_code = ExitCode.TEMPFAIL
 
 
 class FatalError(ProviderError):
-    kind = "fatal"
+    kind = Outcome.FATAL
     exit_code = ExitCode.AUTH
 
 

@@ -1,8 +1,8 @@
-"""Tell what image some bytes are, cheaply, without trusting anyone's label.
+"""The one table of image formats nbbatch reads and writes, and telling what some bytes are.
 
 Providers declare a MIME type; what gets saved is named after what the bytes really are.
-This runs once per received image, so it avoids decoding pixels: PNG and WebP are checked
-from their structure; a JPEG is decoded (at 1/8 scale) only when its end marker is missing.
+`detect_image` runs once per received image: PNG and WebP are checked from their structure; a
+JPEG is decoded (at 1/8 scale) only when its end marker is missing.
 """
 
 from __future__ import annotations
@@ -13,13 +13,20 @@ from io import BytesIO
 
 from PIL import Image, UnidentifiedImageError
 
-# Pillow format name -> (MIME type, file extension). MPO is a JPEG carrying extra frames.
-_FORMATS = {
-    "PNG": ("image/png", "png"),
-    "JPEG": ("image/jpeg", "jpg"),
-    "MPO": ("image/jpeg", "jpg"),
-    "WEBP": ("image/webp", "webp"),
-}
+
+@dataclass(frozen=True)
+class ImageFormat:
+    pillow: str  # Pillow's format name
+    mime_type: str
+    extension: str
+
+
+PNG = ImageFormat("PNG", "image/png", "png")
+JPEG = ImageFormat("JPEG", "image/jpeg", "jpg")
+WEBP = ImageFormat("WEBP", "image/webp", "webp")
+FORMATS = (PNG, JPEG, WEBP)
+_BY_PILLOW = {f.pillow: f for f in FORMATS} | {"MPO": JPEG}  # MPO: a JPEG with extra frames
+_BY_MIME = {f.mime_type: f for f in FORMATS}
 _JPEG_END = b"\xff\xd9"
 
 
@@ -35,6 +42,27 @@ class ImageInfo:
     height: int
 
 
+def sniff(data: bytes) -> ImageFormat | None:
+    """The format the first bytes announce (magic numbers only; nothing is decoded)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if data.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return WEBP
+    return None
+
+
+def sniff_mime(data: bytes) -> str:
+    found = sniff(data)
+    return found.mime_type if found else "application/octet-stream"
+
+
+def extension_for(mime_type: str) -> str:
+    found = _BY_MIME.get(mime_type)
+    return found.extension if found else "bin"
+
+
 def detect_image(data: bytes) -> ImageInfo:
     """Identify a PNG, JPEG or WebP image and check it is whole; raise NotAnImageError if not."""
     if not data:
@@ -43,7 +71,7 @@ def detect_image(data: bytes) -> ImageInfo:
         # A decompression-bomb warning must not escape as a warning: it means "reject".
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(BytesIO(data), formats=("PNG", "JPEG", "WEBP")) as image:
+            with Image.open(BytesIO(data), formats=[f.pillow for f in FORMATS]) as image:
                 fmt, (width, height) = image.format, image.size
                 if fmt in ("JPEG", "MPO"):
                     _check_jpeg_complete(image, data)
@@ -52,14 +80,14 @@ def detect_image(data: bytes) -> ImageInfo:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise NotAnImageError("image has too many pixels (decompression bomb?)") from None
     except UnidentifiedImageError:
-        raise NotAnImageError(f"not a PNG, JPEG or WebP image ({_sniff(data)})") from None
+        raise NotAnImageError(f"not a PNG, JPEG or WebP image ({_describe(data)})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         # Pillow reports damaged files with any of these, depending on the format.
         raise NotAnImageError(f"damaged or truncated image: {exc}") from None
-    if fmt not in _FORMATS or width < 1 or height < 1:
+    found = _BY_PILLOW.get(fmt or "")
+    if found is None or width < 1 or height < 1:
         raise NotAnImageError(f"unsupported image format {fmt}")
-    mime_type, extension = _FORMATS[fmt]
-    return ImageInfo(mime_type, extension, width, height)
+    return ImageInfo(found.mime_type, found.extension, width, height)
 
 
 def _check_jpeg_complete(image: Image.Image, data: bytes) -> None:
@@ -71,7 +99,7 @@ def _check_jpeg_complete(image: Image.Image, data: bytes) -> None:
     image.load()
 
 
-def _sniff(data: bytes) -> str:
+def _describe(data: bytes) -> str:
     head = data[:64].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         return "looks like an HTML page"

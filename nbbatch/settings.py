@@ -6,12 +6,18 @@ secrets) so `nbbatch resume` rebuilds the same settings with no flags.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from nbbatch.errors import UsageError
-from nbbatch.manifest import Manifest, apply_overrides, load_manifest, parse_interval
+from nbbatch.manifest import apply_overrides, load_manifest
+from nbbatch.model import Manifest, parse_interval
+
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+_DURATION = re.compile(rf"(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s?)?")
 
 
 @dataclass(frozen=True)
@@ -73,19 +79,13 @@ def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Set
 
 
 def parse_duration(text: str) -> float:
-    """'90', '90s', '45m', '2h', '1h30m' -> seconds."""
-    units = {"h": 3600, "m": 60, "s": 1}
-    total, number = 0.0, ""
-    for char in text.strip().lower():
-        if char.isdigit() or char == ".":
-            number += char
-        elif char in units and number:
-            total += float(number) * units[char]
-            number = ""
-        else:
-            raise UsageError(f"cannot read duration {text!r}: use forms like 90s, 45m, 2h, 1h30m")
-    if number:
-        total += float(number)
-    if total <= 0:
-        raise UsageError(f"duration {text!r} must be more than zero")
+    """'90', '90s', '45m', '2h', '1h30m', '1.5h' -> seconds. UsageError for anything else."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise UsageError(f"cannot read the duration {text!r}: use forms like 90s, 45m, 2h, "
+                         "1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if not math.isfinite(total) or total <= 0:
+        raise UsageError(f"the duration {text!r} must be more than zero (and finite)")
     return total

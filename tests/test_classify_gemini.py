@@ -25,7 +25,7 @@ from nbbatch.errors import (
 )
 from nbbatch.providers.base import GeneratedImage
 from nbbatch.providers.google import classify
-from nbbatch.providers.http import redactor
+from nbbatch.providers.wire import redactor
 
 KEY = "AIzaSyTEST-key_0123456789abcdefghijklm"
 
@@ -64,7 +64,7 @@ QUOTA_PER_MINUTE = {
     "message": "You exceeded your current quota, please check your plan.",
     "status": "RESOURCE_EXHAUSTED",
     "details": [
-      { "@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [ { "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier" } ] },  # noqa: E501
+      { "@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [ { "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier" } ] },
       { "@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "34.4s" }
     ]
   }
@@ -74,24 +74,24 @@ QUOTA_PER_MINUTE = {
 # details in the newer [Help, QuotaFailure, RetryInfo] order.
 QUOTA_58S = {"error": {
     "code": 429,
-    "message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. To monitor your current usage, head to: https://ai.dev/rate-limit. \n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_paid_tier_requests, limit: 20, model: gemini-3-pro-image\nPlease retry in 58.934310785s.",  # noqa: E501
+    "message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. To monitor your current usage, head to: https://ai.dev/rate-limit. \n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_paid_tier_requests, limit: 20, model: gemini-3-pro-image\nPlease retry in 58.934310785s.",
     "status": "RESOURCE_EXHAUSTED",
     "details": [
         HELP,
         {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-         "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_paid_tier_requests",  # noqa: E501
+         "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_paid_tier_requests",
                          "quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}]},
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "58s"},
     ]}}
 
 # google-gemini/gemini-cli#8437 (its truncated Help entry completed with the typical one)
 QUOTA_PER_DAY = {"error": {"code": 429,
-  "message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",  # noqa: E501
+  "message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
   "status": "RESOURCE_EXHAUSTED",
   "details": [
     {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
      "violations": [
-       {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_input_token_count",  # noqa: E501
+       {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_input_token_count",
         "quotaId": "GenerateContentInputTokensPerModelPerMinute-FreeTier",
         "quotaDimensions": {"location": "global", "model": "gemini-2.5-flash-preview-image"}},
        {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
@@ -105,7 +105,7 @@ QUOTA_PER_DAY = {"error": {"code": 429,
 # continuedev/continue#12749: "limit: 0" in the message, only per-minute quota ids.
 QUOTA_LIMIT_ZERO = {"error": {
     "code": 429,
-    "message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. To monitor your current usage, head to: https://ai.dev/rate-limit. \n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 0, model: gemini-2.5-flash-preview-image\n* ...\nPlease retry in 59.953424872s.",  # noqa: E501
+    "message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. To monitor your current usage, head to: https://ai.dev/rate-limit. \n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 0, model: gemini-2.5-flash-preview-image\n* ...\nPlease retry in 59.953424872s.",
     "status": "RESOURCE_EXHAUSTED",
     "details": [
         HELP,
@@ -117,51 +117,51 @@ QUOTA_LIMIT_ZERO = {"error": {
 # gke-labs/gemini-for-kubernetes-development#1215: a Help detail only
 QUOTA_HELP_ONLY = {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).",
                              "status": "RESOURCE_EXHAUSTED", "details": [HELP]}}
-VERTEX_429 = {"error": {"code": 429, "message": "Resource exhausted. Please try again later. Please refer to https://cloud.google.com/vertex-ai/generative-ai/docs/error-code-429 for more details.", "status": "RESOURCE_EXHAUSTED"}}  # noqa: E501
+VERTEX_429 = {"error": {"code": 429, "message": "Resource exhausted. Please try again later. Please refer to https://cloud.google.com/vertex-ai/generative-ai/docs/error-code-429 for more details.", "status": "RESOURCE_EXHAUSTED"}}
 
-OVERLOADED = {"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}}  # noqa: E501
-INTERNAL = {"error": {"code": 500, "message": "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting", "status": "INTERNAL"}}  # noqa: E501
+OVERLOADED = {"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}}
+INTERNAL = {"error": {"code": 500, "message": "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting", "status": "INTERNAL"}}
 PROXY_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center>"
              b"<h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
-DEADLINE_504 = {"error": {"code": 504, "message": "Deadline expired before operation could complete.", "status": "DEADLINE_EXCEEDED"}}  # noqa: E501
+DEADLINE_504 = {"error": {"code": 504, "message": "Deadline expired before operation could complete.", "status": "DEADLINE_EXCEEDED"}}
 
-API_KEY_INVALID = {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",  # noqa: E501
+API_KEY_INVALID = {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
     "details": [
-      {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",  # noqa: E501
+      {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
        "metadata": {"service": "generativelanguage.googleapis.com"}},
       {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
        "message": "API key not valid. Please pass a valid API key."}]}}  # fmt: skip
-UNKNOWN_FIELD = {"error": {"code": 400, "message": "Invalid JSON payload received. Unknown name \"responseModalities\" at 'generation_config': Cannot find field.", "status": "INVALID_ARGUMENT"}}  # noqa: E501
-UNKNOWN_FIELD_BOGUS = {"error": {"code": 400, "message": "Invalid JSON payload received. Unknown name 'bogus' at 'generation_config'.", "status": "INVALID_ARGUMENT"}}  # noqa: E501
-MISSING_SIGNATURE = json.loads('{"error":{"code":400,"message":"Image part is missing a thought_signature in content position 3, part position 1. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures#model-behavior for more details.","status":"INVALID_ARGUMENT"}}')  # noqa: E501
+UNKNOWN_FIELD = {"error": {"code": 400, "message": "Invalid JSON payload received. Unknown name \"responseModalities\" at 'generation_config': Cannot find field.", "status": "INVALID_ARGUMENT"}}
+UNKNOWN_FIELD_BOGUS = {"error": {"code": 400, "message": "Invalid JSON payload received. Unknown name 'bogus' at 'generation_config'.", "status": "INVALID_ARGUMENT"}}
+MISSING_SIGNATURE = json.loads('{"error":{"code":400,"message":"Image part is missing a thought_signature in content position 3, part position 1. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures#model-behavior for more details.","status":"INVALID_ARGUMENT"}}')
 
 SERVICE_DISABLED = {
     "error": {
       "code": 403,
-      "message": "Generative Language API has not been used in project 12345678 before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=12345678 then retry. If you enabled this API recently, wait a few minutes for the action to propagate to our systems and retry.",  # noqa: E501
+      "message": "Generative Language API has not been used in project 12345678 before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=12345678 then retry. If you enabled this API recently, wait a few minutes for the action to propagate to our systems and retry.",
       "status": "PERMISSION_DENIED",
       "details": [
-        { "@type": "type.googleapis.com/google.rpc.Help", "links": [ { "description": "Google developers console API activation", "url": "https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=12345678" } ] },  # noqa: E501
-        { "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED", "domain": "googleapis.com", "metadata": { "service": "generativelanguage.googleapis.com", "consumer": "projects/12345678" } }  # noqa: E501
+        { "@type": "type.googleapis.com/google.rpc.Help", "links": [ { "description": "Google developers console API activation", "url": "https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=12345678" } ] },
+        { "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED", "domain": "googleapis.com", "metadata": { "service": "generativelanguage.googleapis.com", "consumer": "projects/12345678" } }
       ]
     }
 }  # fmt: skip
-LEAKED_KEY = {"error": {"code": 403, "message": "Your API key was reported as leaked. Please use another API key.", "status": "PERMISSION_DENIED"}}  # noqa: E501
-NO_KEY = {"error": {"code": 403, "message": "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.", "status": "PERMISSION_DENIED"}}  # noqa: E501
+LEAKED_KEY = {"error": {"code": 403, "message": "Your API key was reported as leaked. Please use another API key.", "status": "PERMISSION_DENIED"}}
+NO_KEY = {"error": {"code": 403, "message": "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.", "status": "PERMISSION_DENIED"}}
 UNKNOWN_MODEL = {
     "error": {
       "code": 404,
-      "message": "models/gemini-5.0-flash is not found for API version v1, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.",  # noqa: E501
+      "message": "models/gemini-5.0-flash is not found for API version v1, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.",
       "status": "NOT_FOUND",
       "details": [
-        { "@type": "type.googleapis.com/google.rpc.DebugInfo", "detail": "[ORIGINAL ERROR] generic::not_found: ..." },  # noqa: E501
-        { "@type": "type.googleapis.com/google.rpc.DebugInfo", "detail": "models/gemini-5.0-flash is not found for API version v1, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods." }  # noqa: E501
+        { "@type": "type.googleapis.com/google.rpc.DebugInfo", "detail": "[ORIGINAL ERROR] generic::not_found: ..." },
+        { "@type": "type.googleapis.com/google.rpc.DebugInfo", "detail": "models/gemini-5.0-flash is not found for API version v1, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods." }
       ]
     }
 }  # fmt: skip
-VERTEX_401 = {"error": {"code": 401, "message": "API keys are not supported by this API. Expected OAuth2 access token or other authentication credentials that assert a principal. See https://cloud.google.com/docs/authentication", "status": "UNAUTHENTICATED",  # noqa: E501
-    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CREDENTIALS_MISSING", "domain": "googleapis.com",  # noqa: E501
-      "metadata": {"service": "aiplatform.googleapis.com", "method": "google.cloud.aiplatform.v1beta1.PredictionService.GenerateContent"}}]}}  # noqa: E501  # fmt: skip
+VERTEX_401 = {"error": {"code": 401, "message": "API keys are not supported by this API. Expected OAuth2 access token or other authentication credentials that assert a principal. See https://cloud.google.com/docs/authentication", "status": "UNAUTHENTICATED",
+    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CREDENTIALS_MISSING", "domain": "googleapis.com",
+      "metadata": {"service": "aiplatform.googleapis.com", "method": "google.cloud.aiplatform.v1beta1.PredictionService.GenerateContent"}}]}}  # fmt: skip
 
 # --- Reference §3.2: 200 responses ---------------------------------------------------------
 
@@ -170,7 +170,7 @@ IMAGE_SAFETY = {
     {
       "content": { "parts": None },
       "finishReason": "IMAGE_SAFETY",
-      "finishMessage": "Unable to show the generated image. The image was filtered out because it violated Google's [Generative AI Prohibited Use policy](https://policies.google.com/terms/generative-ai/use-policy). You will not be charged for blocked images. Try rephrasing the prompt. If you think this was an error, [send feedback](https://ai.google.dev/gemini-api/docs/troubleshooting).",  # noqa: E501
+      "finishMessage": "Unable to show the generated image. The image was filtered out because it violated Google's [Generative AI Prohibited Use policy](https://policies.google.com/terms/generative-ai/use-policy). You will not be charged for blocked images. Try rephrasing the prompt. If you think this was an error, [send feedback](https://ai.google.dev/gemini-api/docs/troubleshooting).",
       "index": 0
     }
   ],
@@ -199,7 +199,7 @@ PROMPT_BLOCKED = {
   "modelVersion": "gemini-3.1-flash-image-preview",
   "responseId": "FHGPatmJMfqI1MkP28uN-Qg"
 }  # fmt: skip
-PROMPT_BLOCKED_OTHER = {"promptFeedback": {"blockReason": "OTHER"}, "modelVersion": "gemini-3-pro-image-preview"}  # noqa: E501
+PROMPT_BLOCKED_OTHER = {"promptFeedback": {"blockReason": "OTHER"}, "modelVersion": "gemini-3-pro-image-preview"}
 NO_IMAGE = {
   "candidates": [ { "content": {}, "finishReason": "NO_IMAGE", "index": 0 } ],
   "usageMetadata": {
@@ -213,8 +213,8 @@ NO_IMAGE = {
 }  # fmt: skip
 TEXT_ONLY = {
     "responseId": "6VFkaIDwEPXVjMcP4-XW6Qo",
-    "usageMetadata": { "totalTokenCount": 848, "promptTokensDetails": [ { "modality": "TEXT", "tokenCount": 8 } ], "thoughtsTokenCount": 829, "candidatesTokenCount": 11, "promptTokenCount": 8 },  # noqa: E501
-    "candidates": [ { "content": { "role": "model", "parts": [ { "text": "AI learns patterns from data to make decisions or predictions." } ] }, "finishReason": "STOP", "index": 0 } ],  # noqa: E501
+    "usageMetadata": { "totalTokenCount": 848, "promptTokensDetails": [ { "modality": "TEXT", "tokenCount": 8 } ], "thoughtsTokenCount": 829, "candidatesTokenCount": 11, "promptTokenCount": 8 },
+    "candidates": [ { "content": { "role": "model", "parts": [ { "text": "AI learns patterns from data to make decisions or predictions." } ] }, "finishReason": "STOP", "index": 0 } ],
     "modelVersion": "gemini-2.5-flash"
 }  # fmt: skip
 IMAGE_OTHER = {"candidates": [{"content": {}, "finishReason": "IMAGE_OTHER", "index": 0}],
@@ -222,7 +222,7 @@ IMAGE_OTHER = {"candidates": [{"content": {}, "finishReason": "IMAGE_OTHER", "in
 OTHER = {"candidates": [{"content": {}, "finishReason": "OTHER", "index": 0}]}
 THOUGHTS_ONLY = {
   "candidates": [ { "content": { "role": "model", "parts": [
-      { "text": "**Imagining the Scene**\n\nI'm currently picturing the scene.", "thought": True } ] } } ],  # noqa: E501
+      { "text": "**Imagining the Scene**\n\nI'm currently picturing the scene.", "thought": True } ] } } ],
   "usageMetadata": { "trafficType": "ON_DEMAND" },
   "modelVersion": "gemini-3-pro-image-preview",
   "createTime": "2026-01-27T03:51:36.593894Z",
@@ -335,10 +335,10 @@ def vertex_h(data: str):
     return {
       "candidates": [
         {
-          "content": { "role": "model", "parts": [ { "inlineData": { "mimeType": "image/png", "data": data } } ] },  # noqa: E501
+          "content": { "role": "model", "parts": [ { "inlineData": { "mimeType": "image/png", "data": data } } ] },
           "finishReason": "STOP",
           "safetyRatings": [
-            { "category": "HARM_CATEGORY_HATE_SPEECH", "probability": "NEGLIGIBLE", "probabilityScore": 0.00039444832, "severity": "HARM_SEVERITY_NEGLIGIBLE" },  # noqa: E501
+            { "category": "HARM_CATEGORY_HATE_SPEECH", "probability": "NEGLIGIBLE", "probabilityScore": 0.00039444832, "severity": "HARM_SEVERITY_NEGLIGIBLE" },
             {}, {}, {}, {}
           ]
         }
@@ -362,55 +362,55 @@ def vertex_h(data: str):
 E = pytest.param
 ERROR_CASES = [
     # 429: per-minute, retry after RetryInfo; per-day or limit 0: quota exhausted
-    E(429, QUOTA_PER_MINUTE, {}, TransientError, {"overload": True, "retry_after": 34.4}, id="429-per-minute-34.4s"),  # noqa: E501
-    E(429, QUOTA_58S, {}, TransientError, {"overload": True, "retry_after": 58.0}, id="429-retry-58s"),  # noqa: E501
+    E(429, QUOTA_PER_MINUTE, {}, TransientError, {"overload": True, "retry_after": 34.4}, id="429-per-minute-34.4s"),
+    E(429, QUOTA_58S, {}, TransientError, {"overload": True, "retry_after": 58.0}, id="429-retry-58s"),
     E(429, QUOTA_PER_DAY, {}, QuotaExhaustedError, {}, id="429-per-day"),
     E(429, QUOTA_LIMIT_ZERO, {}, QuotaExhaustedError, {}, id="429-limit-0"),
-    E(429, QUOTA_HELP_ONLY, {}, TransientError, {"overload": True, "retry_after": None}, id="429-help-only"),  # noqa: E501
-    E(429, VERTEX_429, {}, TransientError, {"overload": True, "retry_after": None}, id="429-vertex"),  # noqa: E501
-    E(429, QUOTA_HELP_ONLY, {"Retry-After": "7"}, TransientError, {"retry_after": 7.0}, id="429-retry-after-header"),  # noqa: E501
-    E(429, QUOTA_HELP_ONLY, {"retry-after-ms": "1500"}, TransientError, {"retry_after": 1.5}, id="429-retry-after-ms"),  # noqa: E501
-    E(429, QUOTA_PER_MINUTE, {"Retry-After": "99"}, TransientError, {"retry_after": 34.4}, id="429-body-delay-wins"),  # noqa: E501
+    E(429, QUOTA_HELP_ONLY, {}, TransientError, {"overload": True, "retry_after": None}, id="429-help-only"),
+    E(429, VERTEX_429, {}, TransientError, {"overload": True, "retry_after": None}, id="429-vertex"),
+    E(429, QUOTA_HELP_ONLY, {"Retry-After": "7"}, TransientError, {"retry_after": 7.0}, id="429-retry-after-header"),
+    E(429, QUOTA_HELP_ONLY, {"retry-after-ms": "1500"}, TransientError, {"retry_after": 1.5}, id="429-retry-after-ms"),
+    E(429, QUOTA_PER_MINUTE, {"Retry-After": "99"}, TransientError, {"retry_after": 34.4}, id="429-body-delay-wins"),
     # 5xx and 408: transient; 503 is the overload signal
-    E(503, OVERLOADED, {}, TransientError, {"overload": True, "message": "The model is overloaded. Please try again later."}, id="503-overloaded"),  # noqa: E501
-    E(500, INTERNAL, {}, TransientError, {"overload": False, "possibly_billed": False}, id="500-internal"),  # noqa: E501
-    E(502, PROXY_502, {}, TransientError, {"overload": False, "message": "HTTP 502 Bad Gateway (HTML page: 502 Bad Gateway)"}, id="502-proxy-html"),  # noqa: E501
+    E(503, OVERLOADED, {}, TransientError, {"overload": True, "message": "The model is overloaded. Please try again later."}, id="503-overloaded"),
+    E(500, INTERNAL, {}, TransientError, {"overload": False, "possibly_billed": False}, id="500-internal"),
+    E(502, PROXY_502, {}, TransientError, {"overload": False, "message": "HTTP 502 Bad Gateway (HTML page: 502 Bad Gateway)"}, id="502-proxy-html"),
     E(504, DEADLINE_504, {}, TransientError, {"overload": False}, id="504"),
-    E(408, b"", {}, TransientError, {"overload": False, "message": "HTTP 408 Request Timeout"}, id="408-empty"),  # noqa: E501
-    E(503, b"upstream connect error or disconnect/reset before headers", {"Retry-After": "3"}, TransientError, {"overload": True, "retry_after": 3.0}, id="503-text-body"),  # noqa: E501
+    E(408, b"", {}, TransientError, {"overload": False, "message": "HTTP 408 Request Timeout with an empty body"}, id="408-empty"),
+    E(503, b"upstream connect error or disconnect/reset before headers", {"Retry-After": "3"}, TransientError, {"overload": True, "retry_after": 3.0}, id="503-text-body"),
     E(599, b"", {}, TransientError, {}, id="other-5xx"),
     # 400: a rejected key is fatal; anything else fails the image
-    E(400, API_KEY_INVALID, {}, FatalError, {"exit_code": ExitCode.AUTH}, id="400-api-key-invalid"),  # noqa: E501
+    E(400, API_KEY_INVALID, {}, FatalError, {"exit_code": ExitCode.AUTH}, id="400-api-key-invalid"),
     E(400, UNKNOWN_FIELD, {}, InvalidRequestError, {}, id="400-unknown-field"),
     E(400, UNKNOWN_FIELD_BOGUS, {}, InvalidRequestError, {}, id="400-unknown-field-bogus"),
     E(400, MISSING_SIGNATURE, {}, InvalidRequestError, {}, id="400-missing-thought-signature"),
     E(422, b"", {}, InvalidRequestError, {}, id="other-4xx"),
     # 401/403/404: stop the run
-    E(403, SERVICE_DISABLED, {}, FatalError, {"exit_code": ExitCode.AUTH}, id="403-service-disabled"),  # noqa: E501
-    E(403, LEAKED_KEY, {}, FatalError, {"exit_code": ExitCode.AUTH, "message": "Your API key was reported as leaked. Please use another API key."}, id="403-leaked-key"),  # noqa: E501
+    E(403, SERVICE_DISABLED, {}, FatalError, {"exit_code": ExitCode.AUTH}, id="403-service-disabled"),
+    E(403, LEAKED_KEY, {}, FatalError, {"exit_code": ExitCode.AUTH, "message": "Your API key was reported as leaked. Please use another API key."}, id="403-leaked-key"),
     E(403, NO_KEY, {}, FatalError, {"exit_code": ExitCode.AUTH}, id="403-no-key"),
     E(401, VERTEX_401, {}, FatalError, {"exit_code": ExitCode.AUTH}, id="401-vertex"),
-    E(404, UNKNOWN_MODEL, {}, UnknownModelError, {"exit_code": ExitCode.USAGE}, id="404-unknown-model"),  # noqa: E501
-    E(307, b"", {"Location": "https://elsewhere.example/v1beta/x"}, FatalError, {}, id="3xx-redirect"),  # noqa: E501
+    E(404, UNKNOWN_MODEL, {}, UnknownModelError, {"exit_code": ExitCode.USAGE}, id="404-unknown-model"),
+    E(307, b"", {"Location": "https://elsewhere.example/v1beta/x"}, FatalError, {}, id="3xx-redirect"),
     # 200 without an image: blocked, or transient
-    E(200, IMAGE_SAFETY, {}, BlockedError, {"request_id": "BK54aczcOKL***PsqekqA4"}, id="image-safety"),  # noqa: E501
-    E(200, PROMPT_BLOCKED, {}, BlockedError, {"request_id": "FHGPatmJMfqI1MkP28uN-Qg"}, id="prompt-blocked-prohibited"),  # noqa: E501
+    E(200, IMAGE_SAFETY, {}, BlockedError, {"request_id": "BK54aczcOKL***PsqekqA4"}, id="image-safety"),
+    E(200, PROMPT_BLOCKED, {}, BlockedError, {"request_id": "FHGPatmJMfqI1MkP28uN-Qg"}, id="prompt-blocked-prohibited"),
     E(200, PROMPT_BLOCKED_OTHER, {}, BlockedError, {}, id="prompt-blocked-other"),
-    E(200, NO_IMAGE, {}, TransientError, {"possibly_billed": False, "overload": False, "request_id": "yzOraue2AfW1_PUPqru3sQY"}, id="no-image"),  # noqa: E501
+    E(200, NO_IMAGE, {}, TransientError, {"possibly_billed": False, "overload": False, "request_id": "yzOraue2AfW1_PUPqru3sQY"}, id="no-image"),
     E(200, TEXT_ONLY, {}, TransientError, {"overload": False}, id="text-only-stop"),
     E(200, IMAGE_OTHER, {}, TransientError, {}, id="image-other"),
     E(200, OTHER, {}, TransientError, {}, id="finish-other"),
     E(200, THOUGHTS_ONLY, {}, TransientError, {}, id="thoughts-only"),
     E(200, {"modelVersion": "gemini-3-pro-image"}, {}, TransientError, {}, id="no-candidates"),
     # 200 whose body or image is damaged: transient
-    E(200, json.dumps(success_a(b64(JPEG))).encode()[:150], {}, TransientError, {"possibly_billed": True}, id="truncated-json"),  # noqa: E501
-    E(200, b"<!DOCTYPE html><html><title>Sign in</title></html>", {}, TransientError, {"possibly_billed": False, "message": "HTTP 200 OK (HTML page: Sign in)"}, id="200-html"),  # noqa: E501
-    E(200, b"", {}, TransientError, {"message": "HTTP 200 OK with an empty body"}, id="200-empty"),  # noqa: E501
-    E(200, success_b("iadfdfdsfsfewfdsfefefdsfsdfCC"), {}, TransientError, {"possibly_billed": True}, id="reference-b-data-bad-base64"),  # noqa: E501
-    E(200, success_c("/9j/4AAQSkZJRgABAQEBLAEsAAD/6xdmSlAAAQAAAAEAABdcanVtYgAAAB5q"), {}, TransientError, {"possibly_billed": True}, id="reference-c-data-cut-jpeg"),  # noqa: E501
-    E(200, success_a(b64(b"hello, not an image")), {}, TransientError, {"possibly_billed": True}, id="non-image-bytes"),  # noqa: E501
-    E(200, success_a("not base64!!"), {}, TransientError, {"possibly_billed": True}, id="invalid-base64"),  # noqa: E501
-    E(200, {"error": {"code": 503, "message": "The model is overloaded."}}, {}, TransientError, {"overload": True}, id="error-inside-200"),  # noqa: E501
+    E(200, json.dumps(success_a(b64(JPEG))).encode()[:150], {}, TransientError, {"possibly_billed": True}, id="truncated-json"),
+    E(200, b"<!DOCTYPE html><html><title>Sign in</title></html>", {}, TransientError, {"possibly_billed": False, "message": "HTTP 200 OK (HTML page: Sign in)"}, id="200-html"),
+    E(200, b"", {}, TransientError, {"message": "HTTP 200 OK with an empty body"}, id="200-empty"),
+    E(200, success_b("iadfdfdsfsfewfdsfefefdsfsdfCC"), {}, TransientError, {"possibly_billed": True}, id="reference-b-data-bad-base64"),
+    E(200, success_c("/9j/4AAQSkZJRgABAQEBLAEsAAD/6xdmSlAAAQAAAAEAABdcanVtYgAAAB5q"), {}, TransientError, {"possibly_billed": True}, id="reference-c-data-cut-jpeg"),
+    E(200, success_a(b64(b"hello, not an image")), {}, TransientError, {"possibly_billed": True}, id="non-image-bytes"),
+    E(200, success_a("not base64!!"), {}, TransientError, {"possibly_billed": True}, id="invalid-base64"),
+    E(200, {"error": {"code": 503, "message": "The model is overloaded."}}, {}, TransientError, {"overload": True}, id="error-inside-200"),
 ]
 
 
@@ -455,7 +455,7 @@ def test_quota_message_names_the_quota():
 
 
 def test_text_only_answer_is_quoted_in_the_message():
-    with pytest.raises(TransientError, match="STOP.*AI learns patterns"):
+    with pytest.raises(TransientError, match=r"STOP.*AI learns patterns"):
         run(200, TEXT_ONLY)
 
 
@@ -470,12 +470,12 @@ def test_request_id_falls_back_to_the_header():
 @pytest.mark.parametrize(
     ("body", "data", "mime", "model", "request_id", "text"),
     [
-        E(success_a(b64(JPEG)), JPEG, "image/jpeg", "gemini-3.1-flash-image", "dTOras2iGqLc-sAPiO2BiAw", None, id="a"),  # noqa: E501
-        E(success_b(b64(PNG)), PNG, "image/png", "gemini-2.5-flash-image", "BgtOas67BpOJqtsP3pXGqQU", "`", id="b"),  # noqa: E501
-        E(success_c(b64(JPEG)), JPEG, "image/jpeg", "gemini-3-pro-image-preview", "DOd6afWPNZfjjrEPpZ3c0AM", None, id="c"),  # noqa: E501
-        E(vertex_h(b64(PNG)), PNG, "image/png", "gemini-2.0-flash-exp", "GcITaND6KPSbhMIPgoG2-Q0", None, id="vertex-h"),  # noqa: E501
+        E(success_a(b64(JPEG)), JPEG, "image/jpeg", "gemini-3.1-flash-image", "dTOras2iGqLc-sAPiO2BiAw", None, id="a"),
+        E(success_b(b64(PNG)), PNG, "image/png", "gemini-2.5-flash-image", "BgtOas67BpOJqtsP3pXGqQU", "`", id="b"),
+        E(success_c(b64(JPEG)), JPEG, "image/jpeg", "gemini-3-pro-image-preview", "DOd6afWPNZfjjrEPpZ3c0AM", None, id="c"),
+        E(vertex_h(b64(PNG)), PNG, "image/png", "gemini-2.0-flash-exp", "GcITaND6KPSbhMIPgoG2-Q0", None, id="vertex-h"),
         # declared JPEG, received PNG: named after the bytes
-        E(success_a(b64(PNG)), PNG, "image/png", "gemini-3.1-flash-image", "dTOras2iGqLc-sAPiO2BiAw", None, id="a-mislabelled"),  # noqa: E501
+        E(success_a(b64(PNG)), PNG, "image/png", "gemini-3.1-flash-image", "dTOras2iGqLc-sAPiO2BiAw", None, id="a-mislabelled"),
     ],
 )
 def test_success_shapes(body, data, mime, model, request_id, text):

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from nbbatch.simulate import SimulatorOptions, SimulatorServer
+from nbbatch.sim import SimulatorOptions, SimulatorServer
 from tests.e2e_helpers import (
     KEY,
     configure,
     done_ids,
+    env,
     ledger_rows,
     nbbatch_cmd,
-    env,
     requests_log,
     run_cli,
     start_cli,

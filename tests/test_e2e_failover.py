@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from nbbatch.simulate import SimulatorOptions, SimulatorServer
+from nbbatch.sim import SimulatorOptions, SimulatorServer
 from tests.e2e_helpers import env, requests_log, run_cli, status_json, write_manifest
 
 pytestmark = pytest.mark.e2e

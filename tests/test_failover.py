@@ -3,9 +3,9 @@
 
 import pytest
 
+from nbbatch.engine.failover import Choice, NoProviderLeft, Router, candidates
 from nbbatch.errors import ExitCode, FatalError, QuotaExhaustedError, TransientError
-from nbbatch.failover import Choice, NoProviderLeft, Router, candidates
-from nbbatch.manifest import (
+from nbbatch.model import (
     FailoverConfig,
     Interval,
     Item,

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from nbbatch.errors import FatalError, ProviderError, TransientError
-from nbbatch.manifest import ProviderConfig
+from nbbatch.model import ProviderConfig
 from nbbatch.providers import gemini
 from nbbatch.providers.base import ImageRequest, ReferenceImage
 from nbbatch.providers.gemini import GeminiProvider
-from nbbatch.providers.http import post_json, redactor, retry_after_from_headers
+from nbbatch.providers.wire import post_json, redactor, retry_after_from_headers
 
 KEY = "AIzaSyTEST-key_0123456789abcdefghijklm"
 MODEL = "gemini-2.5-flash-image"
@@ -384,8 +384,9 @@ def test_retry_after_accepts_httpx_headers():
 
 
 def test_redactor():
-    redact = redactor("a+b/c")
-    assert redact("x a+b/c y a%2Bb%2Fc z a%2Bb%2Fc") == "x *** y *** z ***"
+    redact = redactor("key+with/slash")
+    assert redact("x key+with/slash y key%2Bwith%2Fslash z key%2bwith%2fslash") == \
+        "x *** y *** z ***"
     assert redactor("")("nothing to hide") == "nothing to hide"
     assert redactor(None)("nothing to hide") == "nothing to hide"
 

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from nbbatch import ledger as ledger_module
 from nbbatch.errors import LedgerError
-from nbbatch.ledger import (
-    APPLICATION_ID,
-    MIGRATIONS,
-    Attempt,
-    Counts,
-    Ledger,
-    PlannedImage,
-    SaveIntent,
-    SyncResult,
-)
+from nbbatch.store import migrations as ledger_module
+from nbbatch.store.ledger import Ledger
+from nbbatch.store.migrations import APPLICATION_ID, MIGRATIONS
+from nbbatch.store.records import Attempt, Counts, PlannedImage, SaveIntent, SyncResult
 
 
 @pytest.fixture
@@ -136,7 +129,7 @@ def test_newer_schema_is_refused(db: Path) -> None:
     conn = sqlite3.connect(db)
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
     conn.close()
-    with pytest.raises(LedgerError, match="newer nbbatch.*upgrade nbbatch"):
+    with pytest.raises(LedgerError, match=r"newer nbbatch.*upgrade nbbatch"):
         Ledger.open(db)
 
 
@@ -413,7 +406,8 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from nbbatch.ledger import Attempt, Ledger, PlannedImage
+    from nbbatch.store.ledger import Ledger
+    from nbbatch.store.records import Attempt, PlannedImage
 
     ledger = Ledger.open(Path(sys.argv[1]))
     images = [PlannedImage(f"i{n:04d}", 1, "f", n) for n in range(N)]

@@ -14,17 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from nbbatch.catalog import DEFAULT_MODEL
 from nbbatch.errors import ManifestError, UsageError
-from nbbatch.manifest import (
-    Interval,
-    PacingConfig,
-    RetryConfig,
-    apply_overrides,
-    load_manifest,
-    parse_interval,
-)
-from nbbatch.manifest_items import derive_id
+from nbbatch.manifest import apply_overrides, load_manifest
+from nbbatch.manifest.entries import derive_id
+from nbbatch.model import Interval, PacingConfig, RetryConfig, parse_interval
+from nbbatch.providers.registry import default_model
 
 SPEC_EXAMPLE = """\
 version: 1
@@ -135,7 +129,7 @@ def test_spec_example_loads_with_defaults_and_overrides(example: Path, tmp_path:
 def test_minimal_manifest_gets_every_default(tmp_path: Path) -> None:
     m = load_manifest(write(tmp_path, "prompts:\n  - prompt: A red sneaker\n"))
     (item,) = m.items
-    assert (item.provider, item.model, item.count) == ("gemini", DEFAULT_MODEL["gemini"], 1)
+    assert (item.provider, item.model, item.count) == ("gemini", default_model("gemini"), 1)
     assert (item.aspect_ratio, item.image_size, item.references) == (None, None, ())
     assert item.id == derive_id("A red sneaker") == "a-red-sneaker-" + hashlib.sha256(
         b"A red sneaker").hexdigest()[:8]
@@ -159,7 +153,7 @@ prompts:
 """))
     assert [(i.provider, i.model) for i in m.items] == [
         ("gemini", "gemini-3.1-flash-image"), ("openai", "gpt-image-1"),
-        ("simulator", DEFAULT_MODEL["simulator"])]
+        ("simulator", default_model("simulator"))]
     assert set(m.providers) == {"gemini", "openai", "simulator"}
 
 
@@ -221,7 +215,7 @@ def test_unrelated_prompt_change_keeps_other_fingerprints(example: Path) -> None
 
 
 def test_reference_read_once_per_distinct_path(tmp_path: Path, monkeypatch) -> None:
-    import nbbatch.manifest_items as items_module
+    import nbbatch.manifest.items as items_module
 
     png(tmp_path / "refs" / "a.png")
     calls: list[Path] = []

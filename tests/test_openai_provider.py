@@ -29,19 +29,14 @@ from nbbatch.errors import (
     UnknownModelError,
     UsageError,
 )
-from nbbatch.manifest import ProviderConfig
-from nbbatch.providers import openai
+from nbbatch.model import ProviderConfig
+from nbbatch.providers import openai_answers, openai_requests, registry
 from nbbatch.providers.base import GeneratedImage, ImageRequest, ReferenceImage
-from nbbatch.providers.http import post_multipart, redactor
-from nbbatch.providers.openai import (
-    DEPRECATED_MODELS,
-    ImageURL,
-    OpenAIProvider,
-    build_generation_body,
-    check_options,
-    classify,
-    size_for,
-)
+from nbbatch.providers.openai import OpenAIProvider
+from nbbatch.providers.openai_answers import ImageURL, classify
+from nbbatch.providers.openai_requests import build_generation_body, size_for
+from nbbatch.providers.openai_requests import settle_options as check_options
+from nbbatch.providers.wire import post_multipart, redactor
 
 KEY = "sk-proj-TESTkey_0123456789abcdefghijklmnopqrstuvwxyzABCD"
 MODEL = "gpt-image-1"
@@ -222,7 +217,7 @@ def test_size_is_the_models_size_nearest_to_the_ratio(model, ratio, size):
 
 def test_every_catalog_ratio_maps_to_a_size():
     for info in catalog.MODELS.values():
-        if info.provider == "openai":
+        if info.family == "openai":
             for ratio in info.aspect_ratios:
                 assert "x" in size_for(info.id, ratio)
 
@@ -413,7 +408,7 @@ def test_quota_and_auth_exit_codes():
     with pytest.raises(UnknownModelError) as unknown:
         run_classify(404, DALL_E_GONE, model="dall-e-3")
     assert unknown.value.exit_code == ExitCode.USAGE
-    assert "reported shut down 2026-05-12" in unknown.value.message
+    assert "shut down on 2026-05-12" in unknown.value.message
 
 
 def test_rejected_key_says_which_variable_and_hides_the_echo():
@@ -490,18 +485,20 @@ def test_key_is_redacted_from_transport_errors():
     assert not error.possibly_billed
 
 
-def test_deprecated_models_are_listed_for_warnings():
-    assert set(DEPRECATED_MODELS) == {"dall-e-2", "dall-e-3"}
-    assert all("2026-05-12" in text for text in DEPRECATED_MODELS.values())
+def test_retired_models_carry_their_date_and_replacements():
+    for model in ("dall-e-2", "dall-e-3"):
+        note = catalog.retirement_note(model)
+        assert "2026-05-12" in note and "gpt-image-1" in note
+    assert catalog.retirement_note("gpt-image-1") is None
     assert catalog.lookup("dall-e-3").shutdown.isoformat() == "2026-05-12"
 
 
 def test_catalog_knows_the_openai_models():
-    assert catalog.DEFAULT_MODEL["openai"] == "gpt-image-1"
+    assert registry.default_model("openai") == "gpt-image-1"
     for model, price in [("gpt-image-1", 0.042), ("gpt-image-1-mini", 0.011),
                          ("gpt-image-1.5", 0.034), ("dall-e-3", 0.04)]:
         info = catalog.lookup(model)
-        assert info.provider == "openai" and info.price("1K") == price
+        assert info.family == "openai" and catalog.price(model, aspect_ratio="1:1") == price
         assert {"1:1", "3:2", "2:3", "16:9", "9:16", "4:3", "3:4"} <= set(info.aspect_ratios)
 
 
@@ -585,5 +582,6 @@ def test_any_bytes_give_a_provider_error(status, body):
 
 
 def test_module_constants_are_consistent():
-    assert set(openai.OPTION_DEFAULTS) <= set(openai.OPTION_CHOICES)
-    assert openai.QUOTA_CODES.isdisjoint(openai.OVERLOAD_CODES | openai.BLOCKED_CODES)
+    assert set(openai_requests.OPTION_DEFAULTS) <= set(openai_requests.OPTION_CHOICES)
+    assert openai_answers.QUOTA_CODES.isdisjoint(openai_answers.OVERLOAD_CODES
+                                                 | openai_answers.BLOCKED_CODES)

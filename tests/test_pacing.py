@@ -1,8 +1,9 @@
 import asyncio
+import itertools
 import random
 
-from nbbatch.manifest import Interval
-from nbbatch.pacing import Pacer
+from nbbatch.engine.pacing import Pacer
+from nbbatch.model import Interval
 
 
 def test_starts_are_spaced_by_the_interval(clock):
@@ -12,7 +13,7 @@ def test_starts_are_spaced_by_the_interval(clock):
         return [await pacer.wait_turn() for _ in range(4)]
 
     starts = asyncio.run(main())
-    assert [b - a for a, b in zip(starts, starts[1:])] == [7, 7, 7]
+    assert [b - a for a, b in itertools.pairwise(starts)] == [7, 7, 7]
 
 
 def test_interval_is_drawn_from_the_range(clock):
@@ -22,7 +23,7 @@ def test_interval_is_drawn_from_the_range(clock):
         return [await pacer.wait_turn() for _ in range(50)]
 
     starts = asyncio.run(main())
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(5 <= gap <= 10 for gap in gaps)
     assert max(gaps) - min(gaps) > 2  # really drawn, not fixed
 
@@ -40,7 +41,7 @@ def test_pacing_is_start_to_start_so_slow_requests_overlap(clock):
         await asyncio.gather(*(request() for _ in range(5)))
 
     asyncio.run(main())
-    assert [b - a for a, b in zip(starts, starts[1:])] == [2, 2, 2, 2]
+    assert [b - a for a, b in itertools.pairwise(starts)] == [2, 2, 2, 2]
 
 
 def test_server_delay_pauses_the_whole_provider(clock):

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from nbbatch import recent
+from nbbatch.store import recent
 
 
 def test_remembers_the_last_output_folder_per_directory(tmp_path):

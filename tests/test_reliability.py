@@ -9,6 +9,7 @@ the images check out with the same code as the chaos benchmark (benchmarks/chaos
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import fcntl
 import gc
@@ -34,16 +35,16 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-import nbbatch.storage
+import nbbatch.store.files
 from benchmarks.chaos import check_final, inspect_output
-from nbbatch.batch import run_batch
 from nbbatch.cli import app
+from nbbatch.engine.run import run_batch
 from nbbatch.errors import ExitCode, FolderLockedError, LedgerError
-from nbbatch.ledger import Ledger
-from nbbatch.providers.simulator import simulator_transport
 from nbbatch.settings import RunOptions, resolve
-from nbbatch.simulate import SimulatorOptions, SimulatorServer
-from nbbatch.storage import FolderLock
+from nbbatch.sim import SimulatorOptions, SimulatorServer
+from nbbatch.sim.inprocess import simulator_transport
+from nbbatch.store.ledger import Ledger
+from nbbatch.store.lock import FolderLock
 from tests.e2e_helpers import (
     KEY,
     configure,
@@ -127,7 +128,7 @@ def test_a_signal_mid_run_exits_at_once_despite_slow_requests_and_resume_complet
 
 SLOW_SAVE = """
 import os, time
-import nbbatch.storage as storage
+import nbbatch.store.files as storage
 real_write, saves = storage.ImageStore.write, [0]
 def write(self, relative, data, sha256):
     saves[0] += 1
@@ -465,10 +466,9 @@ class HostileServer:
                 self.rfile.read(length)
                 outer.received.append((self.command, self.path, dict(self.headers)))
                 self.close_connection = True  # one answer per connection, then hang up
-                try:
+                # The client hanging up is what most behaviours expect.
+                with contextlib.suppress(OSError):
                     outer.behaviour(self, outer)
-                except OSError:  # the client hung up: that is what most behaviours expect
-                    pass
 
             do_GET = do_POST = handle_one
 
@@ -603,7 +603,8 @@ def run_measured(tmp_path: Path, cmd: list[str]) -> tuple[int, float, float]:
         {"inlineData": {"mimeType": "image/png", "data": "!!not base64!!"}}]}}]}),
      "", "image data is not valid base64"),
     (reset_mid_body, "", "connection failed"),
-], ids=["5 GB declared", "endless chunks", "gzip bomb", "not an image", "pixel bomb", "bad base64", "reset"])
+], ids=["5 GB declared", "endless chunks", "gzip bomb", "not an image", "pixel bomb",
+        "bad base64", "reset"])
 def test_a_hostile_answer_leaves_the_image_pending_with_a_clear_error(
         tmp_path, behaviour, patch, expected):
     with HostileServer(behaviour) as server:
@@ -629,7 +630,7 @@ def test_a_slow_drip_is_cut_off_by_the_total_timeout(tmp_path):
             tmp_path / "m.yaml", ["drip"], base_url=server.url, max_attempts=1,
             providers={"gemini": {"api_key_env": "GEMINI_API_KEY", "base_url": server.url,
                                   "timeout": 2}})
-        code, took, _ = run_measured(tmp_path, nbbatch_cmd("run", manifest))
+        code, _took, _ = run_measured(tmp_path, nbbatch_cmd("run", manifest))
     assert code == 75
     (attempt,) = attempts(tmp_path / "out")
     assert 1.9 <= attempt["latency"] < 3.0, attempt["latency"]  # one byte per 0.2 s, for 2 s
@@ -785,7 +786,7 @@ def test_a_failing_disk_stops_the_run_cleanly_and_a_later_run_completes(
     # Latency: the next request is still on its way when a save fails.
     transport = simulator_transport(SimulatorOptions(seed=1, latency=(0.03, 0.03)))
 
-    monkeypatch.setattr(nbbatch.storage, "os", FailingDisk(op, err, victim="img3"))
+    monkeypatch.setattr(nbbatch.store.files, "os", FailingDisk(op, err, victim="img3"))
     summary = run_batch(settings, env={}, cwd=tmp_path, handle_signals=False,
                         transport_factory=lambda name: transport)
     assert summary.exit_code == ExitCode.TEMPFAIL
@@ -802,7 +803,7 @@ def test_a_failing_disk_stops_the_run_cleanly_and_a_later_run_completes(
     snap = inspect_output(out)  # nothing torn, no temporary file, no half-recorded save
     assert snap.files == 3 and not snap.temps and not snap.intents
 
-    monkeypatch.setattr(nbbatch.storage, "os", os)  # the disk is fine again
+    monkeypatch.setattr(nbbatch.store.files, "os", os)  # the disk is fine again
     again = run_batch(settings, env={}, cwd=tmp_path, handle_signals=False,
                       transport_factory=lambda name: transport)
     assert again.exit_code == ExitCode.OK
@@ -856,10 +857,10 @@ def test_a_file_system_that_cannot_sync_folders_still_saves(tmp_path, monkeypatc
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
             return os.fsync(fd)
 
-    store = nbbatch.storage.ImageStore(tmp_path)
+    store = nbbatch.store.files.ImageStore(tmp_path)
     store.prepare()
     data = _png_header(1, 1)
-    monkeypatch.setattr(nbbatch.storage, "os", NoFolderSync())
-    store.write("images/a.png", data, nbbatch.storage.sha256_hex(data))
+    monkeypatch.setattr(nbbatch.store.files, "os", NoFolderSync())
+    store.write("images/a.png", data, nbbatch.store.files.sha256_hex(data))
     assert (tmp_path / "images/a.png").read_bytes() == data
     assert [p.name for p in (tmp_path / "images").iterdir()] == ["a.png"]

@@ -3,9 +3,9 @@ import random
 
 import pytest
 
+from nbbatch.engine.retry import retrying
 from nbbatch.errors import BlockedError, TransientError
-from nbbatch.manifest import RetryConfig
-from nbbatch.retry import retrying
+from nbbatch.model import RetryConfig
 
 
 def run_with_failures(errors, config, clock):
@@ -29,7 +29,7 @@ def test_backoff_is_exponential_with_full_jitter_within_bounds(clock):
     assert result == "ok"
     caps = [2, 4, 8, 10, 10]
     assert len(clock.sleeps) == 5
-    for wait, cap in zip(clock.sleeps, caps):
+    for wait, cap in zip(clock.sleeps, caps, strict=False):
         assert 2 <= wait <= cap
     assert clock.sleeps[0] == 2  # the first wait's range is [initial, initial]
 

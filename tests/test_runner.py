@@ -2,12 +2,15 @@
 
 import asyncio
 import io
+import itertools
 from dataclasses import replace
 
 import pytest
 from PIL import Image
 
-from nbbatch.batch import planned_images
+from nbbatch.engine.budget import Budget
+from nbbatch.engine.dispatcher import Dispatcher
+from nbbatch.engine.run import planned_images
 from nbbatch.errors import (
     BlockedError,
     ExitCode,
@@ -15,11 +18,10 @@ from nbbatch.errors import (
     QuotaExhaustedError,
     TransientError,
 )
-from nbbatch.ledger import Ledger
-from nbbatch.manifest import Interval, Item, Manifest, PacingConfig, RetryConfig
+from nbbatch.model import Interval, Item, Manifest, PacingConfig, RetryConfig
 from nbbatch.providers.base import GeneratedImage, Provider
-from nbbatch.runner import BatchRunner, Budget
-from nbbatch.storage import ImageStore
+from nbbatch.store.files import ImageStore
+from nbbatch.store.ledger import Ledger
 
 
 def png(color=(200, 30, 30)) -> bytes:
@@ -68,7 +70,7 @@ def manifest(tmp_path, prompts, *, interval=1.0, concurrency=2, attempts=3, coun
     )
 
 
-def run(tmp_path, m, provider, clock, budget=Budget()):
+def run(tmp_path, m, provider, clock, budget=None):
     """Run `m` on virtual time; `provider` serves "gemini", or is a name -> provider map."""
     providers = provider if isinstance(provider, dict) else {"gemini": provider}
     out = tmp_path / "out"
@@ -78,7 +80,7 @@ def run(tmp_path, m, provider, clock, budget=Budget()):
     ledger = Ledger.open(out / "ledger.db")
     ledger.sync(planned_images(m))
     events = []
-    runner = BatchRunner(m, ledger, store, providers, budget=budget,
+    runner = Dispatcher(m, ledger, store, providers, budget=budget,
                          on_event=lambda e, p: events.append(e), clock=clock, wall=clock,
                          sleep=clock.sleep)
     summary = asyncio.run(runner.run(ledger.pending()))
@@ -181,7 +183,7 @@ def test_throughput_reaches_the_paced_rate_when_latency_is_high(tmp_path, clock)
     provider = ScriptedProvider(clock, latency=10)
     run(tmp_path, m, provider, clock)
     starts = [t for t, _ in provider.starts]
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     # The first start waits for the provider's first answer (one request probes the key).
     assert gaps[0] == 10 and all(g == 2 for g in gaps[1:])
 
@@ -198,7 +200,7 @@ def test_max_images_budget_is_never_overshot(tmp_path, clock):
 def test_max_cost_budget(tmp_path, clock):
     m = manifest(tmp_path, [f"p{i}" for i in range(10)], concurrency=2, interval=0.1)
     provider = ScriptedProvider(clock, latency=1)
-    summary, ledger, _ = run(tmp_path, m, provider, clock, Budget(max_cost=0.5))
+    _summary, ledger, _ = run(tmp_path, m, provider, clock, Budget(max_cost=0.5))
     assert ledger.cost_summary().spent_usd <= 0.5
     assert ledger.counts().done == 3  # 3 x $0.134 fits, a fourth would not
 

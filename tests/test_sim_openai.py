@@ -23,11 +23,11 @@ from nbbatch.errors import (
     TransientError,
     UnknownModelError,
 )
-from nbbatch.manifest import ProviderConfig
+from nbbatch.model import ProviderConfig
 from nbbatch.providers.base import GeneratedImage, ImageRequest, ReferenceImage
 from nbbatch.providers.openai import OpenAIProvider
-from nbbatch.providers.simulator import simulator_transport
-from nbbatch.simulate import SimulatorCore, SimulatorOptions, SimulatorServer
+from nbbatch.sim import SimulatorOptions, SimulatorServer, simulator_core
+from nbbatch.sim.inprocess import simulator_transport
 
 KEY = "sk-test-0123456789abcdefWXYZ"
 TLS = ssl.create_default_context()  # plain http only; one context instead of one per client
@@ -389,7 +389,7 @@ def test_configure_rejects_bad_targets(sim, body):
 
 def test_seeded_draws_repeat_across_apis():
     def statuses(seed):
-        core = SimulatorCore(SimulatorOptions(overloaded=0.5, seed=seed))
+        core = simulator_core(SimulatorOptions(overloaded=0.5, seed=seed))
         auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
         body = b'{"model": "gpt-image-1", "prompt": "p"}'
         return [core.handle("POST", "/v1/images/generations", auth, body).status

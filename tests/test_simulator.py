@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from nbbatch.errors import UsageError
-from nbbatch.providers.simulator import SimulatorTransport, simulator_options, simulator_transport
-from nbbatch.sim_images import draw_image, pixel_size
-from nbbatch.simulate import SimulatorCore, SimulatorOptions, SimulatorServer, parse_faults
+from nbbatch.sim import SimulatorOptions, SimulatorServer, parse_faults, simulator_core
+from nbbatch.sim.images import draw_image, pixel_size
+from nbbatch.sim.inprocess import SimulatorTransport, simulator_options, simulator_transport
 
 KEY = "test-key"
 # Plain http only, but httpx builds a TLS context per client (~50 ms): build one, share it.
@@ -240,7 +240,7 @@ def test_faults_are_drawn_in_order_first_hit_wins(sim):
 
 def test_seeded_draws_repeat():
     def outcomes(seed):
-        core = SimulatorCore(SimulatorOptions(overloaded=0.5, internal=0.3, seed=seed))
+        core = simulator_core(SimulatorOptions(overloaded=0.5, internal=0.3, seed=seed))
         body = json.dumps(request_body()).encode()
         path = f"/v1beta/models/{PRO}:generateContent"
         return [core.handle("POST", path, {"X-Goog-Api-Key": KEY}, body).status
@@ -543,7 +543,7 @@ def test_in_process_transport_gives_the_same_shapes(sim):
 
 
 def test_in_process_latency_and_hangs_are_awaitable():
-    transport = SimulatorTransport(SimulatorCore(SimulatorOptions(latency=(0.1, 0.1))))
+    transport = SimulatorTransport(simulator_core(SimulatorOptions(latency=(0.1, 0.1))))
     start = time.monotonic()
     assert asyncio.run(_post(transport)).status_code == 200
     assert 0.1 <= time.monotonic() - start < 0.5
@@ -580,7 +580,7 @@ def test_in_process_transport_reports_the_request_as_sent():
 
 
 def test_serve_prints_its_url_and_stops_on_sigterm():
-    code = ("from nbbatch.simulate import serve, SimulatorOptions\n"
+    code = ("from nbbatch.sim import serve, SimulatorOptions\n"
             "serve(SimulatorOptions(), port=0, on_ready=lambda url: print(url, flush=True))\n"
             "print('stopped', flush=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from nbbatch.errors import FolderLockedError, StorageError
-from nbbatch.storage import FolderLock, ImageStore, image_file_name, sha256_hex
+from nbbatch.store.files import ImageStore, image_file_name, sha256_hex
+from nbbatch.store.lock import FolderLock
 
 
 def test_file_names_follow_the_ids():

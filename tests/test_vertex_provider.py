@@ -24,7 +24,7 @@ from nbbatch.errors import (
     UnknownModelError,
     UsageError,
 )
-from nbbatch.manifest import ProviderConfig
+from nbbatch.model import ProviderConfig
 from nbbatch.providers import google
 from nbbatch.providers.base import ImageRequest
 from nbbatch.providers.vertex import (

@@ -1,6 +1,6 @@
 """What every provider implements: one image request in, image bytes or a classified error out.
 
-Pacing, retries, failover and the ledger live outside providers, once (see runner.py).
+Pacing, retries, failover and the ledger live outside providers, once, in the engine.
 """
 
 from __future__ import annotations

@@ -1,21 +1,33 @@
 """The Gemini API (AI Studio key): POST /v1beta/models/{model}:generateContent.
 
-One request per call and no retries: pacing, retry and failover live in the runner.
+One request per call and no retries: pacing, retry and failover live in the engine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from nbbatch.manifest import ProviderConfig
+from nbbatch.model import ProviderConfig
 from nbbatch.providers import google
 from nbbatch.providers.base import GeneratedImage, ImageRequest, Provider
-from nbbatch.providers.http import new_client, post_json, redactor
+from nbbatch.providers.wire import new_client, post_json, redactor
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a 4K image is ~20 MB in base64: far larger is wrong
+
+
+def create(config: ProviderConfig, api_key: str | None,
+           transport: httpx.AsyncBaseTransport | None) -> GeminiProvider:
+    assert api_key is not None  # the registry lists GEMINI_API_KEY and GOOGLE_API_KEY
+    return GeminiProvider(config, api_key, transport=transport)
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(options)
 
 
 class GeminiProvider(Provider):

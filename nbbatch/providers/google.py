@@ -1,7 +1,7 @@
 """Google's generateContent wire format: the request body, and every response classified.
 
-Shared by the Gemini API and Vertex AI providers, which speak the same JSON. The rules are
-those of shared/reference/gemini-api.md §0 and the SPEC's outcomes table. Responses are
+Shared by the Gemini API and Vertex AI providers, which speak the same JSON. An answer is an
+image, or transient, blocked, invalid, quota exhausted or fatal (see errors.py). Responses are
 lowerCamelCase; snake_case is accepted too. Any JSON shape at all must end in a
 GeneratedImage or a ProviderError, never in a KeyError.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import httpx
@@ -26,7 +26,15 @@ from nbbatch.errors import (
 )
 from nbbatch.images import NotAnImageError, detect_image
 from nbbatch.providers.base import GeneratedImage, ImageRequest
-from nbbatch.providers.http import retry_after_from_headers
+from nbbatch.providers.wire import (
+    as_dict,
+    as_text,
+    describe_body,
+    get,
+    parse_object,
+    retry_after_from_headers,
+)
+from nbbatch.redaction import Redactor
 
 # finishReasons that mean "refused on policy grounds": the image fails and is not retried.
 BLOCKING_FINISH_REASONS = frozenset({
@@ -36,11 +44,7 @@ BLOCKING_FINISH_REASONS = frozenset({
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")  # protobuf Duration as JSON, e.g. "58s", "34.4s"
 _LIMIT_ZERO = re.compile(r"\blimit: 0(?![\d.])")  # the tier has no quota at all for this model
-_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _URLSAFE = str.maketrans("-_", "+/")
-_MAX_MESSAGE = 500
-_SNIPPET = 200  # characters of a non-JSON body quoted in a message
-_KEY_MARGIN = 1024  # read this much past the snippet, so a key it cuts is still redacted
 
 
 def build_body(request: ImageRequest) -> dict[str, Any]:
@@ -63,7 +67,7 @@ def classify(
     body: bytes,
     *,
     provider: str,
-    redact: Callable[[str], str],
+    redact: Redactor,
     model: str = "",
     key_env: str | None = None,
     hints: Mapping[int, str] | None = None,
@@ -76,46 +80,46 @@ def classify(
     """
     headers = httpx.Headers(headers)
     doc = _parse(body)
-    request_id = _str(_get(doc, "responseId", "response_id")) or headers.get("x-request-id")
-    usage = _scrub(_dict(_get(doc, "usageMetadata", "usage_metadata")), redact) or None
+    request_id = as_text(get(doc, "responseId", "response_id")) or headers.get("x-request-id")
+    usage = redact.scrub(as_dict(get(doc, "usageMetadata", "usage_metadata"))) or None
     request_id = redact(request_id) if request_id else None
     ctx: dict[str, Any] = {
         "provider": provider, "status": status, "request_id": request_id, "usage": usage
     }
-    error = _get(doc, "error")
+    error = get(doc, "error")
     if 200 <= status < 300 and error is None:
         if doc is None:
             # A cut-off JSON answer was probably generated, so possibly billed; a portal's page not.
             cut_json = body.lstrip()[:1] in (b"{", b"[")
             message = ("truncated or invalid JSON" if cut_json
-                       else _describe_body(status, body, redact))
-            raise TransientError(_message(message, redact), possibly_billed=cut_json, **ctx)
+                       else describe_body(status, body, redact))
+            raise TransientError(redact.message(message), possibly_billed=cut_json, **ctx)
         return _read_content(doc, ctx, model, redact)
     code = status
     if 200 <= status < 300:  # some gateways wrap an error in a 200
-        code = error.get("code") if isinstance(error, dict) else None
-        code = code if isinstance(code, int) and 400 <= code < 600 else 500
+        wrapped = error.get("code") if isinstance(error, dict) else None
+        code = wrapped if isinstance(wrapped, int) and 400 <= wrapped < 600 else 500
     _raise_for_error(code, headers, body, doc, ctx, redact, key_env, (hints or {}).get(code))
 
 
 def _read_content(
-    doc: dict[str, Any], ctx: dict[str, Any], model: str, redact: Callable[[str], str]
+    doc: dict[str, Any], ctx: dict[str, Any], model: str, redact: Redactor
 ) -> GeneratedImage:
-    feedback = _dict(_get(doc, "promptFeedback", "prompt_feedback"))
-    block = _get(feedback, "blockReason", "block_reason")
+    feedback = as_dict(get(doc, "promptFeedback", "prompt_feedback"))
+    block = get(feedback, "blockReason", "block_reason")
     if block:
-        why = _str(_get(feedback, "blockReasonMessage", "block_reason_message"))
-        raise BlockedError(_message(f"prompt blocked ({block})" + _suffix(why), redact), **ctx)
+        why = as_text(get(feedback, "blockReasonMessage", "block_reason_message"))
+        raise BlockedError(redact.message(f"prompt blocked ({block})" + _suffix(why)), **ctx)
 
-    candidates = _get(doc, "candidates")
-    candidate = _dict(candidates[0]) if isinstance(candidates, list) and candidates else {}
-    finish = _str(_get(candidate, "finishReason", "finish_reason"))
-    finish_message = _str(_get(candidate, "finishMessage", "finish_message"))
+    candidates = get(doc, "candidates")
+    candidate = as_dict(candidates[0]) if isinstance(candidates, list) and candidates else {}
+    finish = as_text(get(candidate, "finishReason", "finish_reason"))
+    finish_message = as_text(get(candidate, "finishMessage", "finish_message"))
     if finish in BLOCKING_FINISH_REASONS:
-        message = _message(f"image blocked ({finish})" + _suffix(finish_message), redact)
+        message = redact.message(f"image blocked ({finish})" + _suffix(finish_message))
         raise BlockedError(message, **ctx)
 
-    parts = _get(_dict(_get(candidate, "content")), "parts")
+    parts = get(as_dict(get(candidate, "content")), "parts")
     parts = [p for p in parts if isinstance(p, dict)] if isinstance(parts, list) else []
     # Thought parts are interim drafts; the answer is what is not marked as thought.
     visible = [p for p in parts if p.get("thought") is not True]
@@ -124,7 +128,7 @@ def _read_content(
     if not images:
         reason = finish or ("no candidates" if not candidate else "no finishReason")
         detail = finish_message or (f"the model answered {text!r}" if text else None)
-        message = _message(f"no image in the response ({reason})" + _suffix(detail), redact)
+        message = redact.message(f"no image in the response ({reason})" + _suffix(detail))
         raise TransientError(message, **ctx)
 
     encoded, declared = images[-1]  # several images (steps of a story, say): the last is final
@@ -133,7 +137,7 @@ def _read_content(
         info = detect_image(data)
     except NotAnImageError as exc:
         label = f" (declared {declared})" if declared else ""
-        message = _message(f"received bytes are not an image{label}: {exc}", redact)
+        message = redact.message(f"received bytes are not an image{label}: {exc}")
         raise TransientError(message, possibly_billed=True, **ctx) from None
     except ValueError:  # binascii.Error, or non-ASCII text
         message = "image data is not valid base64"
@@ -142,7 +146,7 @@ def _read_content(
         data=data,
         mime_type=info.mime_type,  # named after the bytes, whatever was declared
         # What the server says is stored and shown: an echoed key must not come along.
-        model=redact(_str(_get(doc, "modelVersion", "model_version")) or model),
+        model=redact(as_text(get(doc, "modelVersion", "model_version")) or model),
         usage=ctx["usage"] or {},
         request_id=ctx["request_id"],
         text=redact(text) or None,
@@ -155,23 +159,23 @@ def _raise_for_error(
     body: bytes,
     doc: dict[str, Any] | None,
     ctx: dict[str, Any],
-    redact: Callable[[str], str],
+    redact: Redactor,
     key_env: str | None,
     hint: str | None = None,
 ) -> NoReturn:
-    error = _get(doc, "error")
-    details = _get(_dict(error), "details")
+    error = get(doc, "error")
+    details = get(as_dict(error), "details")
     details = [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
-    provider_message = _str(_get(_dict(error), "message")) or _str(error)
-    fallback = _describe_body(code, body if doc is None else b"", redact)
-    message = _message(provider_message or fallback, redact)
+    provider_message = as_text(get(as_dict(error), "message")) or as_text(error)
+    fallback = describe_body(code, body if doc is None else b"", redact)
+    message = redact.message(provider_message or fallback)
     if hint:
-        message = _message(f"{message} {hint}", redact)
+        message = redact.message(f"{message} {hint}")
     waited = retry_after_from_headers(headers)
 
     if 300 <= code < 400:
         where = headers.get("location", "elsewhere")
-        message = _message(f"unexpected redirect (HTTP {code}) to {where}; check base_url", redact)
+        message = redact.message(f"unexpected redirect (HTTP {code}) to {where}; check base_url")
         raise FatalError(message, **ctx)
     if code == 400:
         if any(str(d.get("reason", "")).startswith("API_KEY_") for d in details):
@@ -186,7 +190,7 @@ def _raise_for_error(
     if code == 429:
         exhausted = _exhausted_quota(details, provider_message or "")
         if exhausted:
-            message = _message(f"quota exhausted ({exhausted}): {message}", redact)
+            message = redact.message(f"quota exhausted ({exhausted}): {message}")
             raise QuotaExhaustedError(message, **ctx)
         delay = _retry_delay(details)
         raise TransientError(
@@ -204,8 +208,8 @@ def _exhausted_quota(details: list[dict[str, Any]], message: str) -> str | None:
     for detail in details:
         violations = detail.get("violations")
         for violation in violations if isinstance(violations, list) else []:
-            quota_id = _str(_get(_dict(violation), "quotaId", "quota_id")) or ""
-            metric = _str(_get(_dict(violation), "quotaMetric", "quota_metric")) or ""
+            quota_id = as_text(get(as_dict(violation), "quotaId", "quota_id")) or ""
+            metric = as_text(get(as_dict(violation), "quotaMetric", "quota_metric")) or ""
             if "PerDay" in quota_id or "per_day" in metric:
                 return quota_id or metric
     return "limit: 0" if _LIMIT_ZERO.search(message) else None
@@ -213,16 +217,16 @@ def _exhausted_quota(details: list[dict[str, Any]], message: str) -> str | None:
 
 def _retry_delay(details: list[dict[str, Any]]) -> float | None:
     for detail in details:
-        match = _DURATION.match(_str(_get(detail, "retryDelay", "retry_delay")) or "")
+        match = _DURATION.match(as_text(get(detail, "retryDelay", "retry_delay")) or "")
         if match:
             return float(match.group(1))
     return None
 
 
 def _image_part(part: dict[str, Any]) -> tuple[str, str | None] | None:
-    inline = _dict(_get(part, "inlineData", "inline_data"))
+    inline = as_dict(get(part, "inlineData", "inline_data"))
     data = inline.get("data")
-    mime = _str(_get(inline, "mimeType", "mime_type"))
+    mime = as_text(get(inline, "mimeType", "mime_type"))
     if not isinstance(data, str) or (mime is not None and not mime.startswith("image/")):
         return None
     return data, mime
@@ -236,61 +240,15 @@ def _b64decode(text: str) -> bytes:
 
 
 def _parse(body: bytes) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON, truncated, bad UTF-8, absurdly nested
-        return None
-    if isinstance(doc, list) and len(doc) == 1:  # streaming endpoints wrap answers in a list
-        doc = doc[0]
-    return doc if isinstance(doc, dict) else None
-
-
-def _describe_body(code: int, body: bytes, redact: Callable[[str], str]) -> str:
-    """A message for a response without Google's JSON: a proxy's page, say."""
-    head = f"HTTP {code} {httpx.codes.get_reason_phrase(code)}".rstrip()
-    if not body.strip():
-        return f"{head} with an empty body" if 200 <= code < 300 else head
-    title = _TITLE.search(body[:4096])
-    # Redact before cutting: a key straddling the cut would otherwise leave its first half.
-    window = title.group(1) if title else body[: _SNIPPET + _KEY_MARGIN]
-    snippet = redact(window.decode("utf-8", "replace"))[:_SNIPPET]
-    kind = "HTML page" if title or body.lstrip()[:1] == b"<" else "non-JSON body"
-    return f"{head} ({kind}: {snippet.strip()})"
-
-
-def _scrub(doc: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
-    """`doc` without the secret anywhere in it (usage metadata is stored in the ledger)."""
-    text = json.dumps(doc)
-    clean = redact(text)
-    if clean == text:
-        return doc
-    try:
-        return json.loads(clean)
-    except ValueError:  # the secret spanned JSON syntax: keep nothing rather than leak it
-        return {}
-
-
-def _message(text: str, redact: Callable[[str], str]) -> str:
-    # Redact before shortening, so a key cut in half can never slip through.
-    text = " ".join(redact(text).split())
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+    if body.lstrip()[:1] == b"[":  # streaming endpoints wrap answers in a list
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        return doc[0] if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], dict) \
+            else None
+    return parse_object(body)
 
 
 def _suffix(detail: str | None) -> str:
     return f": {detail}" if detail else ""
-
-
-def _get(obj: object, *names: str) -> Any:
-    if isinstance(obj, dict):
-        for name in names:
-            if obj.get(name) is not None:
-                return obj[name]
-    return None
-
-
-def _dict(obj: object) -> dict[str, Any]:
-    return obj if isinstance(obj, dict) else {}
-
-
-def _str(obj: object) -> str | None:
-    return obj if isinstance(obj, str) and obj else None

@@ -1,6 +1,6 @@
 """Vertex AI: the Gemini image models through aiplatform.googleapis.com.
 
-Two ways in (shared/reference/gemini-api.md §5):
+Two ways in:
 
 * express mode, an API key: `POST {base}/v1/publishers/google/models/{model}:generateContent`
   with `x-goog-api-key`;
@@ -24,12 +24,13 @@ from urllib.parse import quote
 
 import httpx
 
-from nbbatch.errors import FatalError, ProviderError, TransientError, UsageError
-from nbbatch.manifest import ProviderConfig
+from nbbatch.errors import FatalError, OptionError, ProviderError, TransientError, UsageError
+from nbbatch.model import ProviderConfig
 from nbbatch.providers import google
 from nbbatch.providers.base import GeneratedImage, ImageRequest, Provider
 from nbbatch.providers.gemini import MAX_RESPONSE_BYTES
-from nbbatch.providers.http import RawResponse, Redact, new_client, post_json, redactor
+from nbbatch.providers.wire import RawResponse, new_client, post_json, redactor
+from nbbatch.redaction import Redactor
 
 DEFAULT_HOST = "https://aiplatform.googleapis.com"
 DEFAULT_LOCATION = "global"
@@ -52,6 +53,22 @@ NEEDS_GOOGLE_AUTH = (
     "Vertex AI with Application Default Credentials needs google-auth: "
     "pip install 'nbbatch[vertex]' (or use an express-mode API key)"
 )
+
+
+def create(config: ProviderConfig, api_key: str | None,
+           transport: httpx.AsyncBaseTransport | None) -> VertexProvider:
+    """An express-mode key when api_key_env is set, else Application Default Credentials."""
+    if api_key is not None:
+        return VertexProvider(config, api_key=api_key, transport=transport)
+    return VertexProvider(config, token_source=adc_token_source(), transport=transport)
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    for key, pattern in (("project", _PROJECT), ("location", _LOCATION)):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise OptionError(key, f"{value!r} is not a valid Google Cloud {key}")
+    return dict(options)
 
 
 class VertexProvider(Provider):
@@ -128,7 +145,7 @@ class VertexProvider(Provider):
         await self._client.aclose()
 
     async def _post(
-        self, url: str, body: dict[str, Any], headers: dict[str, str], redact: Redact
+        self, url: str, body: dict[str, Any], headers: dict[str, str], redact: Redactor
     ) -> RawResponse:
         return await post_json(
             self._client,
@@ -141,7 +158,7 @@ class VertexProvider(Provider):
             redact=redact,
         )
 
-    def _classify(self, raw: RawResponse, model: str, redact: Redact) -> GeneratedImage:
+    def _classify(self, raw: RawResponse, model: str, redact: Redactor) -> GeneratedImage:
         return google.classify(
             raw.status,
             raw.headers,

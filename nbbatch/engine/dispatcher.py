@@ -1,0 +1,186 @@
+"""The run loop: pending images -> image jobs, as many at a time as budgets and lanes allow.
+
+`Dispatcher.run` works with no terminal: the CLI and the tests drive it alike, and every
+outcome reaches them as an Event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+
+from nbbatch.engine.budget import Budget, BudgetGuard, Stop, StopKind
+from nbbatch.engine.events import Event, EventKind, EventSink, Level, Progress
+from nbbatch.engine.failover import candidates
+from nbbatch.engine.image_job import ImageMaker
+from nbbatch.engine.job import ImageJob
+from nbbatch.engine.pacing import Clock, Sleep
+from nbbatch.engine.pricing import Pricing
+from nbbatch.engine.recorder import Recorder
+from nbbatch.engine.steering import Lane, Steering
+from nbbatch.engine.summary import RunSummary, exit_code_for
+from nbbatch.errors import ExitCode
+from nbbatch.model import Item, Manifest
+from nbbatch.providers import registry
+from nbbatch.providers.base import Provider
+from nbbatch.store.files import ImageStore
+from nbbatch.store.ledger import Ledger
+from nbbatch.store.records import ImageRow
+
+WINDOW_PER_SLOT = 4  # images queued per in-flight slot: enough to keep every lane busy
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        manifest: Manifest,
+        ledger: Ledger,
+        store: ImageStore,
+        providers: Mapping[str, Provider],
+        *,
+        budget: Budget | None = None,
+        on_event: EventSink | None = None,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self._on_event = on_event
+        self._clock = clock
+        rng = rng or random.Random()
+        lanes = {
+            name: Lane(name, provider, manifest.pacing, clock=clock, sleep=sleep, rng=rng,
+                       model=manifest.provider(name).model or registry.default_model(name))
+            for name, provider in providers.items()
+        }
+        self.steering = Steering(lanes, manifest.failover, clock=clock, emit=self._emit)
+        counts = ledger.counts()
+        self.progress = Progress(
+            total=counts.total, done=counts.done, failed=counts.failed, pending=counts.pending,
+            started_at=clock(), provider_states=self.steering.states,
+        )
+        self.pricing = Pricing(manifest.providers)
+        self.recorder = Recorder(ledger, store, self.progress, self.pricing, emit=self._emit,
+                                 clock=clock, wall=wall)
+        self.maker = ImageMaker(self.steering, self.recorder, manifest.retry, halt=self.halt,
+                                stopped=lambda: self.stop is not None, emit=self._emit,
+                                clock=clock, wall=wall, sleep=sleep)
+        self.budget = BudgetGuard(budget or Budget(), clock=clock,
+                                  started_at=self.progress.started_at)
+        self.items = {item.id: item for item in manifest.items}
+        self._jobs: set[ImageJob] = set()
+        self._changed = asyncio.Event()  # set whenever a job ends: wakes the dispatcher
+        self.stop: Stop | None = None
+        self.interrupted_by: ExitCode | None = None
+
+    # -- control -----------------------------------------------------------------------
+
+    def halt(self, stop: Stop, hard: bool = False) -> None:
+        """Stop dispatching. Graceful: requests in flight finish and are saved. Hard (signal,
+        fatal error): everything is cancelled and stays pending."""
+        if self.stop is None:
+            self.stop = stop
+            self._emit(Event(EventKind.STOPPING, stop.message, level=Level.WARNING))
+        for job in list(self._jobs):
+            if job.task and (hard or not job.working):
+                job.task.cancel()
+        self._changed.set()
+
+    def interrupt(self, code: ExitCode) -> None:
+        self.interrupted_by = self.interrupted_by or code
+        name = "SIGINT" if code == ExitCode.SIGINT else "SIGTERM"
+        self.halt(Stop(StopKind.INTERRUPTED,
+                       f"interrupted by {name}: in-flight images stay pending"), hard=True)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, pending: list[ImageRow]) -> RunSummary:
+        window = sum(lane.concurrency for lane in self.steering.lanes.values()) * WINDOW_PER_SLOT
+        for row in pending:
+            if self.stop:
+                break
+            item = self.items.get(row.id)
+            if item is None:
+                continue
+            usable = self.steering.usable(candidates(item, self.manifest.failover))
+            if not usable:
+                continue  # stays pending for a later run
+            job = ImageJob(row, item, usable, reserve=self._reserve(item, usable))
+            if not await self._wait_for_room(window, job):
+                break
+            self._start(job)
+        while self._jobs:
+            self._changed.clear()
+            await self._changed.wait()
+        await self._close_providers()
+        return self._summary()
+
+    def _reserve(self, item: Item, usable: tuple[str, ...]) -> float:
+        """The most one of `item`'s images may cost on any provider that may make it."""
+        lanes = self.steering.lanes
+        prices = []
+        for name in usable:
+            model = item.model if name == item.provider else (lanes[name].model or item.model)
+            prices.append(max(self.pricing.list_price(item, name, model, dearest=True),
+                              self.recorder.dearest_seen.get(model, 0.0)))
+        return max(prices, default=0.0)
+
+    async def _wait_for_room(self, window: int, job: ImageJob) -> bool:
+        """Wait until `job` may start; False when the run must stop dispatching."""
+        while True:
+            if self.stop:
+                return False
+            stop = self.budget.check(
+                active=len(self._jobs), made=self.progress.done_this_run,
+                spent=self.recorder.spent, reserved=sum(j.reserve for j in self._jobs),
+                next_cost=job.reserve)
+            if stop and (not self._jobs or not stop.waits_for_running):
+                self.halt(stop)  # time is up at once; other budgets wait for what is running
+                return False
+            if stop is None and len(self._jobs) < window:
+                return True
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _start(self, job: ImageJob) -> None:
+        self._jobs.add(job)
+        job.task = asyncio.create_task(self.maker.make(job))
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self._jobs.discard(job)
+            self._changed.set()
+
+        job.task.add_done_callback(finished)
+
+    def _emit(self, event: Event) -> None:
+        if self._on_event:
+            self._on_event(event, self.progress)
+
+    async def _close_providers(self) -> None:
+        for lane in self.steering.lanes.values():
+            try:
+                await lane.provider.aclose()
+            except Exception as exc:  # closing must not hide how the run went
+                self._emit(Event(EventKind.PROVIDER, f"{lane.name}: could not close its "
+                                 f"connections cleanly: {exc}", provider=lane.name,
+                                 level=Level.DEBUG))
+
+    def _summary(self) -> RunSummary:
+        ledger = self.recorder.ledger
+        counts = ledger.counts()
+        fatal = self.steering.fatal
+        code = exit_code_for(counts, interrupted=self.interrupted_by, fatal=fatal,
+                             all_dropped=self.steering.all_dropped())
+        stop = self.stop
+        if fatal:
+            stop = Stop(StopKind.FATAL, f"{fatal.provider or 'provider'}: {fatal.message}")
+        return RunSummary(
+            counts=counts, cost=ledger.cost_summary(), exit_code=code, stop=stop,
+            requests=self.progress.requests, done_this_run=self.progress.done_this_run,
+            failed_this_run=self.progress.failed_this_run,
+            elapsed=self._clock() - self.progress.started_at,
+        )
+

@@ -1,0 +1,127 @@
+"""Which provider serves the next attempt.
+
+Providers are tried in `failover.order`. After `trip_after` consecutive overload failures (503,
+per-minute 429) a provider is switched away from; every `probe_every` seconds one attempt is sent
+to it as a probe, and a success puts it back in its place. A provider whose quota is gone or
+whose key is rejected is dropped for the rest of the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from nbbatch.model import FailoverConfig, Item
+
+
+def candidates(item: Item, failover: FailoverConfig | None) -> tuple[str, ...]:
+    """Providers that may make this item's images, its own first, then the failover order."""
+    if failover is None or item.provider not in failover.order:
+        return (item.provider,)
+    return (item.provider, *(name for name in failover.order if name != item.provider))
+
+
+class NoProviderLeft(Exception):
+    """Every provider this image could use has been dropped."""
+
+
+@dataclass
+class Health:
+    consecutive_overloads: int = 0
+    tripped_at: float | None = None  # switched away from since then
+    last_probe: float | None = None
+    probing: bool = False  # a probe is in flight: one at a time
+    dropped: str | None = None  # why it is gone for this run
+
+
+@dataclass(frozen=True)
+class Choice:
+    provider: str
+    probe: bool = False
+    last_resort: bool = False  # every candidate is switched away from: try the preferred one
+
+
+class Router:
+    def __init__(self, names: Sequence[str], *, trip_after: int, probe_every: float,
+                 clock: Callable[[], float]) -> None:
+        self.health = {name: Health() for name in names}
+        self.trip_after = trip_after  # 0: never switch (no failover configured)
+        self.probe_every = probe_every
+        self._clock = clock
+
+    def choose(self, candidates: Sequence[str]) -> Choice:
+        """The provider for the next attempt among `candidates` (in preference order)."""
+        alive = self._alive(candidates)
+        now = self._clock()
+        for name in alive:
+            health = self.health[name]
+            if health.tripped_at is None:
+                continue
+            due = (health.last_probe or health.tripped_at) + self.probe_every
+            if not health.probing and now >= due:
+                health.probing, health.last_probe = True, now
+                return Choice(name, probe=True)
+        return self._preferred(alive)
+
+    def still_valid(self, choice: Choice, candidates: Sequence[str]) -> bool:
+        """After waiting for its turn: is this still where the attempt should go? Not when
+        the provider was dropped or switched away meanwhile, nor when a better one recovered."""
+        if self.health[choice.provider].dropped:
+            return False
+        if choice.probe:
+            return True
+        alive = [name for name in candidates if not self.health[name].dropped]
+        return bool(alive) and self._preferred(alive) == choice
+
+    def _alive(self, candidates: Sequence[str]) -> list[str]:
+        alive = [name for name in candidates if not self.health[name].dropped]
+        if not alive:
+            raise NoProviderLeft
+        return alive
+
+    def _preferred(self, alive: Sequence[str]) -> Choice:
+        for name in alive:
+            if self.health[name].tripped_at is None:
+                return Choice(name)
+        # Everyone is overloaded: keep trying the preferred one; backoff spaces the attempts.
+        return Choice(alive[0], last_resort=True)
+
+    def succeeded(self, choice: Choice) -> bool:
+        """Record a success; True when it brought a switched-away provider back."""
+        health = self.health[choice.provider]
+        health.consecutive_overloads = 0
+        health.probing = health.probing and not choice.probe
+        if health.tripped_at is not None:
+            health.tripped_at = None
+            return True
+        return False
+
+    def overloaded(self, choice: Choice) -> bool:
+        """Record an overload failure; True when it switched the provider away."""
+        health = self.health[choice.provider]
+        if choice.probe:
+            health.probing = False
+        health.consecutive_overloads += 1
+        others = [n for n, h in self.health.items() if n != choice.provider and not h.dropped]
+        if (self.trip_after and health.tripped_at is None and others
+                and health.consecutive_overloads >= self.trip_after):
+            health.tripped_at = self._clock()
+            health.last_probe = None
+            return True
+        return False
+
+    def failed_otherwise(self, choice: Choice) -> None:
+        """Any other failure: it says nothing about overload, but a probe is over."""
+        if choice.probe:
+            self.health[choice.provider].probing = False
+
+    def drop(self, name: str, reason: str) -> bool:
+        """Remove a provider for the run; True the first time."""
+        health = self.health[name]
+        if health.dropped:
+            return False
+        health.dropped = reason
+        return True
+
+    def all_dropped(self) -> bool:
+        return all(h.dropped for h in self.health.values())

@@ -1,0 +1,145 @@
+"""Making one image: attempts (each routed, paced and recorded), retries, then the save.
+
+A failed image is a ledger row, never an exception that escapes: every outcome ends in
+`make`, which records it and tells the dispatcher when the whole run must stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import replace
+
+from tenacity import RetryCallState
+
+from nbbatch.engine.budget import Stop, StopKind
+from nbbatch.engine.events import Event, EventKind, Level
+from nbbatch.engine.failover import Choice, NoProviderLeft
+from nbbatch.engine.job import ImageJob
+from nbbatch.engine.pacing import Clock, Sleep
+from nbbatch.engine.recorder import Recorder
+from nbbatch.engine.requests import RequestBuilder
+from nbbatch.engine.retry import retrying
+from nbbatch.engine.steering import Lane, Steering
+from nbbatch.errors import (
+    BlockedError,
+    FatalError,
+    InvalidRequestError,
+    LedgerError,
+    Outcome,
+    ProviderError,
+    QuotaExhaustedError,
+    StorageError,
+    TransientError,
+)
+from nbbatch.model import RetryConfig
+from nbbatch.providers.base import GeneratedImage, ImageRequest
+
+
+class Halted(Exception):
+    """Raised inside an image job when the run stopped dispatching: the image stays pending."""
+
+
+class ImageMaker:
+    def __init__(
+        self, steering: Steering, recorder: Recorder, retry: RetryConfig, *,
+        halt: Callable[[Stop, bool], None], stopped: Callable[[], bool],
+        emit: Callable[[Event], None], clock: Clock, wall: Clock, sleep: Sleep,
+    ) -> None:
+        self.steering, self.recorder, self.retry = steering, recorder, retry
+        self._halt, self._stopped, self._emit = halt, stopped, emit
+        self._clock, self._wall, self._sleep = clock, wall, sleep
+        self._requests = RequestBuilder()
+
+    async def make(self, job: ImageJob) -> None:
+        record = self.recorder
+        try:
+            request = self._requests.request_for(job.item)
+            async for attempt in retrying(self.retry, sleep=self._sleep,
+                                          before_sleep=lambda s: self._retrying(job, s)):
+                with attempt:
+                    image = await self._attempt(job, request)
+            await record.save(job, image)
+        except TransientError as exc:
+            record.pending(job, exc.kind, f"gave up after {self.retry.max_attempts} attempts "
+                           f"this run: {exc.message}", level=Level.WARNING)
+        except (BlockedError, InvalidRequestError) as exc:
+            record.failed(job, exc)
+        except QuotaExhaustedError as exc:
+            record.pending(job, exc.kind, exc.message, level=Level.DEBUG)
+            if self.steering.all_dropped():
+                names = ", ".join(self.steering.lanes)
+                self._halt(Stop(StopKind.QUOTA, f"quota exhausted on {names}: run again when "
+                                                "it resets"), False)
+        except FatalError as exc:
+            record.ledger.mark_pending(job.key, kind=exc.kind, message=exc.message)
+            if self.steering.all_dropped():
+                self._halt(Stop(StopKind.FATAL, f"{exc.provider}: {exc.message}"), True)
+        except LedgerError as exc:
+            # Requests that cannot be recorded must not be sent (or paid for) at all.
+            self._halt(Stop(StopKind.LEDGER, f"the ledger cannot be written: {exc.message}"),
+                       True)
+        except StorageError as exc:
+            record.ledger.mark_pending(job.key, kind="storage", message=exc.message)
+            self._halt(Stop(StopKind.STORAGE, exc.message), False)
+        except (Halted, asyncio.CancelledError):
+            pass  # stays pending; its attempts are already in the ledger
+        except OSError as exc:  # reading a reference image that vanished since validation
+            record.pending(job, "local", str(exc), level=Level.ERROR)
+
+    async def _attempt(self, job: ImageJob, request: ImageRequest) -> GeneratedImage:
+        router = self.steering.router
+        while True:
+            try:
+                choice = router.choose(job.candidates)
+            except NoProviderLeft:
+                raise self.steering.fatal or self.steering.quota or Halted() from None
+            lane = job.lane = self.steering.lanes[choice.provider]
+            attempt = request
+            if lane.name != job.item.provider:
+                attempt = replace(request, model=lane.model or request.model)
+            job.model = attempt.model
+            async with lane.slots:
+                started = await lane.pacer.wait_turn(
+                    functools.partial(router.still_valid, choice, job.candidates))
+                if self._stopped():
+                    raise Halted
+                if started is None:
+                    router.failed_otherwise(choice)
+                    continue  # switched away or dropped while this attempt waited
+                return await self._send(job, lane, choice, attempt)
+
+    async def _send(self, job: ImageJob, lane: Lane, choice: Choice,
+                    request: ImageRequest) -> GeneratedImage:
+        job.working = True
+        progress = self.recorder.progress
+        progress.requests += 1
+        progress.in_flight += 1
+        started, t0 = self._wall(), self._clock()
+        probe = " (probe)" if choice.probe else ""
+        self._emit(Event(EventKind.ATTEMPT, f"request {job.label} on {lane.name}{probe}",
+                         job.key, lane.name, Level.DEBUG))
+        try:
+            image = await lane.provider.generate(request)
+        except ProviderError as exc:
+            job.working = False
+            self.recorder.attempt(job, request.model, started, t0, exc.kind, exc)
+            self.steering.failed(lane, choice, exc, job.candidates)
+            raise
+        except asyncio.CancelledError:
+            self.recorder.attempt(job, request.model, started, t0, Outcome.INTERRUPTED, None,
+                                  possibly_billed=True)
+            raise
+        finally:
+            progress.in_flight -= 1
+        self.recorder.attempt(job, request.model, started, t0, Outcome.SUCCESS, None)
+        self.steering.succeeded(lane, choice)
+        return image
+
+    def _retrying(self, job: ImageJob, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        self.recorder.progress.retries += 1
+        self._emit(Event(EventKind.RETRY, f"{job.label}: {getattr(error, 'message', error)} "
+                         f"- retry {state.attempt_number + 1} in {state.upcoming_sleep:.1f}s",
+                         job.key, job.provider, Level.DEBUG))

@@ -1,0 +1,77 @@
+"""`nbbatch plan`: what a run would do, from the manifest and the ledger. Sends nothing."""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from nbbatch import catalog
+from nbbatch.engine.pricing import Pricing
+from nbbatch.model import Manifest
+from nbbatch.settings import Settings
+from nbbatch.store import LEDGER_FILE
+from nbbatch.store.ledger import LedgerView
+
+
+@dataclass(frozen=True)
+class Plan:
+    items: int
+    images: int
+    done: int
+    failed: int
+    pending: int
+    by_provider: dict[str, int]  # pending images per provider
+    estimated_seconds: float
+    estimated_cost: float
+    warnings: tuple[str, ...]
+
+
+def plan_batch(settings: Settings) -> Plan:
+    manifest = settings.manifest
+    known: dict[tuple[str, int], tuple[str, str]] = {}
+    ledger_path = settings.out / LEDGER_FILE
+    if ledger_path.exists():
+        with LedgerView.open(ledger_path) as ledger:
+            known = ledger.states()
+    keep_failed = not settings.options.retry_failed
+    pricing = Pricing(manifest.providers)
+    done = failed = 0
+    per_provider: Counter[str] = Counter()
+    cost = 0.0
+    for item in manifest.items:
+        fingerprint = item.fingerprint
+        for index in range(1, item.count + 1):
+            state = known.get((item.id, index))
+            if state == (fingerprint, "done"):
+                done += 1
+            elif state == (fingerprint, "failed") and keep_failed:
+                failed += 1
+            else:
+                per_provider[item.provider] += 1
+                cost += pricing.estimate(item)
+    interval = manifest.pacing.interval.mean
+    # Start-to-start pacing per provider: the busiest provider sets the pace.
+    seconds = max(per_provider.values(), default=0) * interval
+    return Plan(
+        items=len(manifest.items), images=manifest.image_count, done=done, failed=failed,
+        pending=sum(per_provider.values()), by_provider=dict(per_provider),
+        estimated_seconds=seconds, estimated_cost=cost,
+        warnings=tuple(model_warnings(manifest)),
+    )
+
+
+def model_warnings(manifest: Manifest, today: datetime.date | None = None) -> Iterator[str]:
+    """Models past (or near) their announced shutdown: requests to them will fail."""
+    today = today or datetime.date.today()
+    backups = {config.model for config in manifest.providers.values() if config.model}
+    for model in sorted({item.model for item in manifest.items} | backups):
+        info = catalog.lookup(model)
+        if not (info and info.shutdown):
+            continue
+        if info.shutdown <= today:
+            yield (f"model {model} was shut down on {info.shutdown:%Y-%m-%d} (reported); "
+                   "requests to it will likely fail - choose a current model")
+        elif (info.shutdown - today).days <= 30:
+            yield f"model {model} shuts down on {info.shutdown:%Y-%m-%d}; plan a replacement"

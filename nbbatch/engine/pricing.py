@@ -1,0 +1,30 @@
+"""What an image costs on a provider: the catalog's list price for its shape, read with the
+provider's own options (OpenAI's quality), nothing for providers that do not bill."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from nbbatch import catalog
+from nbbatch.model import Item, ProviderConfig
+from nbbatch.providers import registry
+
+
+class Pricing:
+    def __init__(self, providers: Mapping[str, ProviderConfig]) -> None:
+        self._providers = providers
+
+    def list_price(self, item: Item, provider: str, model: str, *, batch: bool = False,
+                   dearest: bool = False) -> float:
+        """USD for one of `item`'s images made by `provider` with `model`. With `dearest`,
+        the most it may cost (the provider picks quality or size): what a budget counts."""
+        if provider in registry.PROVIDERS and not registry.spec(provider).billed:
+            return 0.0
+        config = self._providers.get(provider)
+        quality = config.options.get("quality") if config else None
+        return catalog.price(model, image_size=item.image_size, aspect_ratio=item.aspect_ratio,
+                             quality=quality, batch=batch, dearest=dearest)
+
+    def estimate(self, item: Item, *, batch: bool = False) -> float:
+        """The usual price of one of `item`'s images on its own provider."""
+        return self.list_price(item, item.provider, item.model, batch=batch)

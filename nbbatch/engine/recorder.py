@@ -1,0 +1,92 @@
+"""Recording: every outcome goes to the ledger and to the live counts in one step.
+
+The Recorder is the only writer of both, so the counts a watcher sees and the ledger cannot
+drift apart. It also keeps what this run spent, for the budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from nbbatch import catalog
+from nbbatch.engine.events import Event, EventKind, Level, Progress
+from nbbatch.engine.job import ImageJob
+from nbbatch.engine.pacing import Clock
+from nbbatch.engine.pricing import Pricing
+from nbbatch.errors import Outcome, ProviderError, StorageError
+from nbbatch.images import extension_for
+from nbbatch.providers.base import GeneratedImage
+from nbbatch.store.files import ImageStore, image_file_name, sha256_hex
+from nbbatch.store.ledger import Ledger
+from nbbatch.store.records import Attempt
+
+
+class Recorder:
+    def __init__(self, ledger: Ledger, store: ImageStore, progress: Progress, pricing: Pricing,
+                 *, emit: Callable[[Event], None], clock: Clock, wall: Clock) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.progress = progress
+        self.pricing = pricing
+        self._emit = emit
+        self._clock, self._wall = clock, wall
+        self.spent = 0.0  # USD this run: images made, and attempts that may have been billed
+        self.dearest_seen: dict[str, float] = {}  # model -> highest cost of one image
+
+    def attempt(self, job: ImageJob, model: str, started: float, t0: float, outcome: Outcome,
+                exc: ProviderError | None, *, possibly_billed: bool = False) -> None:
+        """One request and what came of it (started: wall time; t0: the run's clock)."""
+        assert job.provider is not None
+        billed = possibly_billed or bool(getattr(exc, "possibly_billed", False))
+        price = self.pricing.list_price(job.item, job.provider, model)
+        self.ledger.record_attempt(job.key, Attempt(
+            started_at=started, provider=job.provider, model=model, outcome=outcome,
+            http_status=exc.status if exc else (200 if outcome == Outcome.SUCCESS else None),
+            latency=self._clock() - t0, error=exc.message if exc else None,
+            possibly_billed=billed,
+            cost_usd=price if (billed or outcome == Outcome.SUCCESS) else 0.0,
+        ))
+        if billed:
+            self.spent += price
+
+    async def save(self, job: ImageJob, image: GeneratedImage) -> None:
+        """Write the image and mark it done; StorageError leaves it pending."""
+        assert job.provider is not None
+        relative = self.store.relative(image_file_name(
+            job.row.id, job.row.index, job.item.count, extension_for(image.mime_type)))
+        digest = sha256_hex(image.data)
+        model = image.model or job.model
+        listed = self.pricing.list_price(job.item, job.provider, job.model)
+        cost = catalog.image_cost(job.model, image.usage, listed) if listed else 0.0
+        # Intent first: a crash between here and mark_done is finished by the next run's
+        # recovery instead of paying for the image again.
+        self.ledger.begin_save(job.key, file=relative, sha256=digest, bytes=len(image.data),
+                               provider=job.provider, model=model, cost_usd=cost,
+                               usage=dict(image.usage) or None)
+        try:
+            await asyncio.to_thread(self.store.write, relative, image.data, digest)
+        except StorageError:
+            self.ledger.clear_save(job.key)
+            raise
+        self.ledger.mark_done(job.key)
+        job.working = False
+        self.spent += cost
+        self.dearest_seen[job.model] = max(self.dearest_seen.get(job.model, 0.0), cost)
+        p = self.progress
+        p.done, p.pending, p.done_this_run = p.done + 1, p.pending - 1, p.done_this_run + 1
+        self._emit(Event(EventKind.DONE, f"done {job.label} -> {relative} ({job.provider}, "
+                         f"{model})", job.key, job.provider))
+
+    def pending(self, job: ImageJob, kind: str, message: str, *, level: Level) -> None:
+        self.ledger.mark_pending(job.key, kind=kind, message=message)
+        self._emit(Event(EventKind.PENDING, f"{job.label} stays pending: {message}", job.key,
+                         job.provider, level))
+
+    def failed(self, job: ImageJob, exc: ProviderError) -> None:
+        self.ledger.mark_failed(job.key, kind=exc.kind, message=exc.message,
+                                provider=job.provider, model=job.model)
+        p = self.progress
+        p.failed, p.pending, p.failed_this_run = p.failed + 1, p.pending - 1, p.failed_this_run + 1
+        self._emit(Event(EventKind.FAILED, f"failed {job.label} ({exc.kind}): {exc.message}",
+                         job.key, job.provider, Level.WARNING))

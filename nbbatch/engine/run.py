@@ -1,0 +1,120 @@
+"""`run_batch`: the engine's entry point for a run, free of any terminal.
+
+It takes the output folder's lock, opens the ledger, finishes saves a crash interrupted,
+brings the ledger in line with the manifest, builds the providers the pending images need
+(a missing key fails here, before any request) and drives the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import httpx
+
+from nbbatch.engine.budget import Budget
+from nbbatch.engine.dispatcher import Dispatcher
+from nbbatch.engine.events import EventSink
+from nbbatch.engine.failover import candidates
+from nbbatch.engine.pricing import Pricing
+from nbbatch.engine.summary import RunSummary
+from nbbatch.errors import ExitCode, UsageError
+from nbbatch.model import Manifest
+from nbbatch.providers import create_provider
+from nbbatch.providers.base import Provider
+from nbbatch.settings import Settings
+from nbbatch.store import LEDGER_FILE
+from nbbatch.store.files import ImageStore
+from nbbatch.store.ledger import Ledger
+from nbbatch.store.lock import FolderLock
+from nbbatch.store.records import PlannedImage
+
+TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
+
+
+def planned_images(manifest: Manifest) -> Iterator[PlannedImage]:
+    pricing = Pricing(manifest.providers)
+    position = 0
+    for item in manifest.items:
+        estimate = pricing.estimate(item)
+        for index in range(1, item.count + 1):
+            yield PlannedImage(item.id, index, item.fingerprint, position, estimate)
+            position += 1
+
+
+def build_providers(
+    manifest: Manifest, names: set[str], env: Mapping[str, str],
+    transport_factory: TransportFactory | None = None,
+) -> dict[str, Provider]:
+    """Every provider the pending images need; a missing key fails here, before any request."""
+    providers: dict[str, Provider] = {}
+    for name in sorted(names):
+        transport = transport_factory(name) if transport_factory else None
+        providers[name] = create_provider(manifest.provider(name), env, transport=transport)
+    return providers
+
+
+def _recover(ledger: Ledger, store: ImageStore) -> None:
+    for intent in ledger.saves_in_progress():
+        key = (intent.id, intent.index)
+        if store.recover(intent.file, intent.sha256):
+            ledger.mark_done(key)
+        else:
+            ledger.clear_save(key)
+    store.remove_temp_files()
+
+
+def run_batch(
+    settings: Settings,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    on_event: EventSink | None = None,
+    transport_factory: TransportFactory | None = None,
+    handle_signals: bool = True,
+) -> RunSummary:
+    manifest, out, options = settings.manifest, settings.out, settings.options
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the output folder {out}: {exc.strerror}") from exc
+    with FolderLock(out):
+        store = ImageStore(out)
+        store.prepare()
+        with Ledger.open(out / LEDGER_FILE) as ledger:
+            _recover(ledger, store)
+            ledger.sync(planned_images(manifest))
+            if options.retry_failed:
+                ledger.retry_failed()
+            pending = ledger.pending()
+            items = {item.id: item for item in manifest.items}
+            needed = {name for row in pending if row.id in items
+                      for name in candidates(items[row.id], manifest.failover)}
+            providers = build_providers(manifest, needed, env, transport_factory)
+            run_id = ledger.start_run(manifest=str(manifest.path), options=options.to_record(),
+                                      cwd=str(cwd), pid=os.getpid())
+            budget = Budget(options.max_images, options.max_cost, options.max_duration)
+            dispatcher = Dispatcher(manifest, ledger, store, providers, budget=budget,
+                                    on_event=on_event)
+            summary = asyncio.run(_drive(dispatcher, pending, handle_signals))
+            ledger.finish_run(run_id, int(summary.exit_code))
+    return summary
+
+
+async def _drive(dispatcher: Dispatcher, pending: list, handle_signals: bool) -> RunSummary:
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for signum, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
+            loop.add_signal_handler(signum, _on_signal, dispatcher, code)
+    return await dispatcher.run(pending)
+
+
+def _on_signal(dispatcher: Dispatcher, code: ExitCode) -> None:
+    if dispatcher.interrupted_by:
+        # Second signal: stop at once. Every ledger write is its own transaction, so
+        # nothing is left half-done.
+        os._exit(int(code))
+    dispatcher.interrupt(code)

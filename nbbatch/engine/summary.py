@@ -1,0 +1,39 @@
+"""How a run ended: its summary, and the one function that picks the exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nbbatch.engine.budget import Stop
+from nbbatch.errors import ExitCode, FatalError
+from nbbatch.store.records import CostSummary, Counts
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    counts: Counts
+    cost: CostSummary
+    exit_code: ExitCode
+    stop: Stop | None
+    requests: int
+    done_this_run: int
+    failed_this_run: int
+    elapsed: float
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.stop.message if self.stop else None
+
+
+def exit_code_for(counts: Counts, *, interrupted: ExitCode | None, fatal: FatalError | None,
+                  all_dropped: bool) -> ExitCode:
+    """A signal wins; then a fatal answer that left work undone; then what is left."""
+    if interrupted:
+        return interrupted
+    if fatal and (counts.pending or all_dropped):
+        return fatal.exit_code
+    if counts.pending:
+        return ExitCode.TEMPFAIL
+    if counts.failed:
+        return ExitCode.FAILED
+    return ExitCode.OK

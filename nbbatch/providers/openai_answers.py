@@ -1,0 +1,189 @@
+"""What the OpenAI Images API answers, read: an image, a URL to fetch it from, or the
+ProviderError it means.
+
+Errors are read from `error.code` and `error.type` first and the HTTP status after: OpenAI and
+the gateways that copy its API agree on the codes more than on the statuses.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import httpx
+
+from nbbatch import catalog
+from nbbatch.errors import (
+    BlockedError,
+    FatalError,
+    InvalidRequestError,
+    QuotaExhaustedError,
+    TransientError,
+    UnknownModelError,
+)
+from nbbatch.images import NotAnImageError, detect_image
+from nbbatch.providers.base import GeneratedImage
+from nbbatch.providers.wire import (
+    as_dict,
+    as_text,
+    describe_body,
+    get,
+    parse_object,
+    retry_after_from_headers,
+)
+from nbbatch.redaction import Redactor
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+
+# error.code values that mean the account has no money or credit left: nothing will work today.
+QUOTA_CODES = frozenset({
+    "insufficient_quota", "credit_balance_exhausted", "organization_spend_limit_exceeded",
+    "project_spend_limit_exceeded", "organization_usage_limit_exceeded",
+    "billing_hard_limit_reached",
+})  # fmt: skip
+BLOCKED_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
+OVERLOAD_CODES = frozenset({"rate_limit_exceeded", "slow_down", "server_is_overloaded"})
+OVERLOAD_TYPES = frozenset({"requests", "rate_limit_error", "service_unavailable_error"})
+
+
+@dataclass(frozen=True)
+class ImageURL:
+    """A success whose image must be downloaded (dall-e `url` answers, valid 60 minutes)."""
+
+    url: str
+    model: str
+    usage: Mapping[str, Any]
+    request_id: str | None
+    text: str | None
+
+
+
+
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    provider: str,
+    redact: Redactor,
+    model: str,
+    key_env: str | None = None,
+) -> GeneratedImage | ImageURL:
+    """Turn one HTTP response into its image (or the URL to fetch it from), or raise the
+    ProviderError it means. `key_env` names the key's variable in the
+    message for a rejected key.
+    """
+    headers = httpx.Headers(headers)
+    doc = parse_object(body)
+    usage = redact.scrub(as_dict(get(doc, "usage"))) or None
+    ctx: dict[str, Any] = {"provider": provider, "status": status,
+                           "request_id": headers.get("x-request-id"), "usage": usage}
+    error = get(doc, "error")
+    if 200 <= status < 300 and error is None:
+        if doc is None:
+            # A cut-off JSON answer was probably generated, so possibly billed; a portal's page not.
+            cut_json = body.lstrip()[:1] in (b"{", b"[")
+            message = ("truncated or invalid JSON" if cut_json
+                       else describe_body(status, body, redact))
+            raise TransientError(redact.message(message), possibly_billed=cut_json, **ctx)
+        return _read_success(doc, ctx, model, redact)
+    _raise_for_error(status, headers, body, doc, ctx, redact, model, key_env)
+
+
+def _read_success(
+    doc: dict[str, Any], ctx: dict[str, Any], model: str, redact: Redactor
+) -> GeneratedImage | ImageURL:
+    data = doc.get("data")
+    first = as_dict(data[0]) if isinstance(data, list) and data else {}
+    text = as_text(first.get("revised_prompt"))
+    usage = ctx["usage"] or {}
+    encoded = first.get("b64_json")
+    if isinstance(encoded, str) and encoded:
+        try:
+            image_bytes = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise TransientError("image data is not valid base64", possibly_billed=True,
+                                 **ctx) from None
+        return image_from_bytes(image_bytes, model, usage, ctx["request_id"], text, ctx, redact)
+    url = as_text(first.get("url"))
+    if url:
+        return ImageURL(url, model, usage, ctx["request_id"], text)
+    reason = "no data" if not first else "no b64_json or url in data[0]"
+    raise TransientError(f"no image in the response ({reason})", **ctx)
+
+
+def image_from_bytes(
+    data: bytes,
+    model: str,
+    usage: Mapping[str, Any],
+    request_id: str | None,
+    text: str | None,
+    ctx: dict[str, Any],
+    redact: Redactor,
+) -> GeneratedImage:
+    try:
+        info = detect_image(data)
+    except NotAnImageError as exc:
+        raise TransientError(redact.message(f"received bytes are not an image: {exc}"),
+                             possibly_billed=True, **ctx) from None
+    return GeneratedImage(data=data, mime_type=info.mime_type, model=model, usage=usage,
+                          request_id=request_id, text=text)
+
+
+def _raise_for_error(
+    status: int,
+    headers: httpx.Headers,
+    body: bytes,
+    doc: dict[str, Any] | None,
+    ctx: dict[str, Any],
+    redact: Redactor,
+    model: str,
+    key_env: str | None,
+) -> NoReturn:
+    error = get(doc, "error")
+    err = as_dict(error)
+    code = as_text(err.get("code")) or ""
+    kind = as_text(err.get("type")) or ""
+    provider_message = as_text(err.get("message")) or as_text(error)
+    message = redact.message(provider_message or describe_body(status, body, redact))
+    waited = retry_after_from_headers(headers)
+    should_retry = (headers.get("x-should-retry") or "").strip().lower()
+
+    if 300 <= status < 400:
+        where = headers.get("location", "elsewhere")
+        raise FatalError(redact.message(f"unexpected redirect (HTTP {status}) to {where}; check "
+                                  "base_url"), **ctx)
+    if status in (401, 403) or code == "invalid_api_key":
+        variable = key_env or DEFAULT_KEY_ENV
+        what = "rejected" if status == 401 or code == "invalid_api_key" else "not allowed"
+        raise FatalError(f"API key {what} (HTTP {status}): {message} Check {variable}.", **ctx)
+    if code in QUOTA_CODES or kind == "insufficient_quota":
+        raise QuotaExhaustedError(
+            redact.message(f"quota exhausted ({code or kind}): {message}"), **ctx)
+    if code in BLOCKED_CODES:
+        raise BlockedError(message, **ctx)
+    if code == "model_not_found" or status == 404:
+        note = catalog.retirement_note(model)
+        hint = f" ({note})" if note else ""
+        if not hint and not provider_message:
+            hint = " (check the model name and base_url)"
+        raise UnknownModelError(message + hint, **ctx)
+    if status == 429 or code in OVERLOAD_CODES or kind in OVERLOAD_TYPES:
+        if doc is None and status == 429:  # Cloudflare's "error code: 1015", text/plain
+            edge = describe_body(status, body, redact)
+            message = redact.message(f"rate limited at the edge: {edge}")
+        raise TransientError(message, overload=True, retry_after=waited, **ctx)
+    retriable = status >= 500 or status in (408, 409) or 200 <= status < 300
+    if retriable and should_retry == "false":
+        raise InvalidRequestError(redact.message(
+            f"{message} (HTTP {status}; the server said not to retry: x-should-retry: false)"),
+            **ctx)
+    if retriable:
+        raise TransientError(message, overload=status in (502, 503), retry_after=waited, **ctx)
+    if should_retry == "true":  # an unexplained 4xx the server says is worth another try
+        raise TransientError(message, retry_after=waited, **ctx)
+    raise InvalidRequestError(message, **ctx)
+

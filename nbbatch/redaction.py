@@ -1,0 +1,101 @@
+"""Keeping secrets out of every text nbbatch shows or stores.
+
+A server may echo the key it was sent: plainly, percent- or HTML-encoded, in base64, cut short,
+or masked the way OpenAI does ("sk-abc***wxyz"). `Redactor` removes all of those forms; it is
+the one redaction used for messages, usage reports and ids that reach a terminal, a log or
+the ledger. `Redactor.message` redacts first and shortens after, so a key can never be cut in
+half with its first half left standing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+MASK = "***"
+MAX_MESSAGE = 500  # characters of one error message kept in the ledger and shown
+MIN_SECRET = 8  # shorter "keys" are test values, not secrets: redacting them mangles text
+PREFIX_ECHO = 10  # this many leading characters of a key are treated as the key itself
+
+# Key-shaped tokens whoever they belong to: OpenAI/Stability (sk-…), OpenRouter (sk-or-…),
+# sessions (sess-…), Google API keys (AIza + 35). Masked echoes keep their shape: sk-ab***yz.
+_KEY_SHAPES = re.compile(r"\b(?:sk|sess)-[A-Za-z0-9_*\-]{2,}|\bAIza[0-9A-Za-z_\-*]{8,}")
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+
+
+class Redactor:
+    """Replaces each secret (in any of the forms above) with '***'."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self.secrets = tuple(s for s in secrets if s and len(s) >= MIN_SECRET)
+        forms: set[str] = set()
+        for secret in self.secrets:
+            forms.update(_encoded_forms(secret))
+        self._forms = sorted((f for f in forms if len(f) >= MIN_SECRET // 2), key=len,
+                             reverse=True)  # an encoded form may contain the plain one
+        self._prefixes = [s[:PREFIX_ECHO] for s in self.secrets]
+
+    def __call__(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MASK)
+        for secret, prefix in zip(self.secrets, self._prefixes, strict=True):
+            if prefix in text:
+                text = _cut_prefix_echoes(text, secret, prefix)
+        return _KEY_SHAPES.sub(_mask_shape, text)
+
+    def message(self, text: str, limit: int = MAX_MESSAGE) -> str:
+        """One line for a message: redacted, whitespace collapsed, then shortened."""
+        text = " ".join(self(text).split())
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    def scrub(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """`doc` (a usage report, say) with the secrets gone from every string in it."""
+        text = json.dumps(doc, ensure_ascii=False)
+        clean = self(text)
+        if clean == text:
+            return doc
+        try:
+            return dict(json.loads(clean))
+        except ValueError:  # the secret spanned JSON syntax: keep nothing rather than leak it
+            return {}
+
+
+def _encoded_forms(secret: str) -> set[str]:
+    raw = secret.encode("utf-8", "surrogatepass")
+    forms = {secret, html.escape(secret)}
+    for encoded in (quote(secret, safe=""), quote_plus(secret)):
+        forms.update((encoded, _PERCENT.sub(lambda m: m.group(0).lower(), encoded)))
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for shift in range(3):
+            # Inside a longer base64 text the key's bytes start at any offset mod 3: the
+            # characters that encode only key bytes are the same for each offset.
+            encoded = encode(b"\0" * shift + raw).decode().rstrip("=")
+            start = (shift * 4 + 2) // 3
+            end = len(encoded) - (1 if (shift + len(raw)) % 3 else 0)
+            forms.add(encoded[start:end])
+    return forms
+
+
+def _cut_prefix_echoes(text: str, secret: str, prefix: str) -> str:
+    """Mask every run of text that starts like the key, as far as it goes on matching."""
+    out, pos = [], 0
+    while (start := text.find(prefix, pos)) >= 0:
+        end = start + len(prefix)
+        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+            end += 1
+        out.append(text[pos:start] + MASK)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _mask_shape(match: re.Match[str]) -> str:
+    token = match.group(0)
+    head = token.split("-", 1)[0] + "-" if "-" in token[:6] else token[:4]
+    return head + MASK

@@ -1,0 +1,142 @@
+"""The ledger's schema, built by numbered migrations.
+
+The schema version lives in `PRAGMA user_version`; MIGRATIONS[:N] build version N. The file is
+stamped with `PRAGMA application_id` so a foreign SQLite database is refused, not modified.
+Each migration is SQL, or a function of the connection once a table must be rebuilt.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from nbbatch.errors import LedgerError
+
+Migration = str | Callable[[sqlite3.Connection], None]
+
+APPLICATION_ID = 0x6E626231  # "nbb1"
+
+MIGRATIONS: list[Migration] = [
+    # 1: the initial schema.
+    """
+    CREATE TABLE runs (
+        run_id      INTEGER PRIMARY KEY,
+        started_at  REAL NOT NULL,
+        finished_at REAL,
+        manifest    TEXT NOT NULL,
+        options     TEXT NOT NULL,          -- JSON: effective settings, no secrets
+        cwd         TEXT NOT NULL,
+        pid         INTEGER NOT NULL,
+        exit_code   INTEGER
+    );
+    CREATE TABLE images (
+        id            TEXT NOT NULL,
+        idx           INTEGER NOT NULL,
+        fingerprint   TEXT NOT NULL,
+        status        TEXT NOT NULL DEFAULT 'pending'
+                      CHECK (status IN ('pending', 'done', 'failed')),
+        in_manifest   INTEGER NOT NULL DEFAULT 1,   -- 0: dropped from the manifest, kept
+        position      INTEGER NOT NULL,
+        provider      TEXT,
+        model         TEXT,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        file          TEXT,
+        sha256        TEXT,
+        bytes         INTEGER,
+        cost_usd      REAL,
+        usage         TEXT,                          -- JSON
+        error_kind    TEXT,
+        error_message TEXT,
+        updated_at    REAL,
+        PRIMARY KEY (id, idx)
+    ) WITHOUT ROWID;
+    CREATE INDEX images_order ON images (in_manifest, position, idx);
+    CREATE TABLE save_intents (
+        id        TEXT NOT NULL,
+        idx       INTEGER NOT NULL,
+        file      TEXT NOT NULL,
+        sha256    TEXT NOT NULL,
+        bytes     INTEGER NOT NULL,
+        provider  TEXT NOT NULL,
+        model     TEXT NOT NULL,
+        cost_usd  REAL NOT NULL,
+        usage     TEXT,
+        PRIMARY KEY (id, idx),
+        FOREIGN KEY (id, idx) REFERENCES images (id, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE attempts (
+        attempt_id      INTEGER PRIMARY KEY,
+        id              TEXT NOT NULL,
+        idx             INTEGER NOT NULL,
+        run_id          INTEGER REFERENCES runs (run_id),
+        started_at      REAL NOT NULL,
+        provider        TEXT NOT NULL,
+        model           TEXT NOT NULL,
+        outcome         TEXT NOT NULL CHECK (outcome IN ('success', 'transient', 'blocked',
+                            'invalid', 'quota', 'fatal', 'interrupted')),
+        http_status     INTEGER,
+        latency         REAL,
+        error           TEXT,
+        possibly_billed INTEGER NOT NULL DEFAULT 0,
+        cost_usd        REAL NOT NULL DEFAULT 0,
+        FOREIGN KEY (id, idx) REFERENCES images (id, idx)
+    );
+    CREATE INDEX attempts_image ON attempts (id, idx);
+    """,
+    # 2: each image's estimated price, so status can show what the pending ones will cost.
+    """
+    ALTER TABLE images ADD COLUMN estimate_usd REAL NOT NULL DEFAULT 0;
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the ledger at `path` to the current schema, refusing foreign or newer files."""
+
+    def checked_version() -> int:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        empty = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        if app_id != APPLICATION_ID and not (app_id == 0 and version == 0 and empty):
+            raise LedgerError(
+                f"{path} is a SQLite database but not an nbbatch ledger; "
+                "move it away or choose another output folder"
+            )
+        if version > len(MIGRATIONS):
+            raise LedgerError(
+                f"{path} was written by a newer nbbatch (ledger schema {version}, this "
+                f"version knows up to {len(MIGRATIONS)}); upgrade nbbatch to use it"
+            )
+        return int(version)
+
+    # The common case (current schema) only reads, so `status` beside a run takes no lock.
+    if checked_version() == len(MIGRATIONS):
+        return
+    conn.execute("BEGIN IMMEDIATE")  # one migrator at a time; the next one sees its work
+    try:
+        version = checked_version()
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            if callable(step):
+                step(conn)
+            else:
+                for statement in _statements(step):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (executescript would commit our open transaction)."""
+    buffer = ""
+    for part in script.split(";"):
+        buffer += part + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \t\n;"):
+                yield buffer
+            buffer = ""

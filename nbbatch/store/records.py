@@ -1,0 +1,120 @@
+"""What the ledger holds, as frozen rows: images, attempts, runs, counts, costs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+Key = tuple[str, int]  # (item id, index 1..count)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedImage:
+    id: str
+    index: int
+    fingerprint: str
+    position: int  # order in the manifest
+    estimate_usd: float = 0.0  # what making it is expected to cost
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    id: str
+    index: int
+    fingerprint: str
+    status: str  # "pending" | "done" | "failed"
+    provider: str | None
+    model: str | None
+    attempts: int  # requests ever made for this image, all runs
+    file: str | None
+    sha256: str | None
+    bytes: int | None
+    cost_usd: float | None
+    error_kind: str | None
+    error_message: str | None
+    position: int
+    updated_at: float | None
+    usage: dict | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    started_at: float  # unix time
+    provider: str
+    model: str
+    outcome: str  # success | transient | blocked | invalid | quota | fatal | interrupted
+    http_status: int | None = None
+    latency: float | None = None
+    error: str | None = None
+    possibly_billed: bool = False  # may have been charged without a saved image
+    cost_usd: float = 0.0  # estimated cost of this attempt if billed
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    new: int
+    changed: int
+    unchanged: int
+    removed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    total: int
+    done: int
+    failed: int
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class CostSummary:
+    spent_usd: float
+    possibly_spent_usd: float
+    done_images: int
+    possibly_billed_attempts: int
+    remaining_usd: float = 0.0  # estimate for the pending images
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: int
+    started_at: float
+    finished_at: float | None
+    manifest: str
+    options: dict
+    cwd: str
+    pid: int
+    exit_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveIntent:
+    id: str
+    index: int
+    file: str
+    sha256: str
+
+
+IMAGE_COLUMNS = (
+    "id, idx, fingerprint, status, provider, model, attempts, file, sha256, bytes, cost_usd,"
+    " error_kind, error_message, position, updated_at, usage"
+)
+ATTEMPT_COLUMNS = (
+    "started_at, provider, model, outcome, http_status, latency, error, possibly_billed, cost_usd"
+)
+# Field names in column order (the table's "idx" is the row's "index").
+_IMAGE_FIELDS = [name.strip().replace("idx", "index") for name in IMAGE_COLUMNS.split(",")]
+_ATTEMPT_FIELDS = [name.strip() for name in ATTEMPT_COLUMNS.split(",")]
+
+def image_row(row: tuple[Any, ...]) -> ImageRow:
+    """An ImageRow from the IMAGE_COLUMNS of one row (usage, the last, is JSON)."""
+    fields = dict(zip(_IMAGE_FIELDS, row, strict=True))
+    usage = fields.pop("usage")
+    return ImageRow(**fields, usage=json.loads(usage) if usage is not None else None)
+
+
+def attempt_row(row: tuple[Any, ...]) -> Attempt:
+    """An Attempt from the ATTEMPT_COLUMNS of one row."""
+    fields = dict(zip(_ATTEMPT_FIELDS, row, strict=True))
+    return Attempt(**{**fields, "possibly_billed": bool(fields["possibly_billed"])})

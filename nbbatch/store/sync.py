@@ -1,0 +1,68 @@
+"""Bringing the ledger in line with a manifest's images: set-based, in one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+
+from nbbatch.store.records import PlannedImage, SyncResult
+
+
+def sync_images(conn: sqlite3.Connection, images: Iterable[PlannedImage]) -> SyncResult:
+    """Make the ledger match the manifest's images, set-based in one transaction.
+
+    Counts are changes relative to the ledger: `removed` counts keys dropped by this sync;
+    a key that comes back counts as unchanged or changed by its fingerprint. A changed key
+    becomes pending with its old result and any save intent cleared (attempts kept).
+    """
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS plan (id TEXT, idx INTEGER, fingerprint TEXT,"
+        " position INTEGER, estimate_usd REAL, PRIMARY KEY (id, idx)) WITHOUT ROWID"
+    )
+    conn.execute("DELETE FROM plan")
+    try:
+        conn.executemany(
+            "INSERT INTO plan VALUES (?, ?, ?, ?, ?)",
+            ((i.id, i.index, i.fingerprint, i.position, i.estimate_usd) for i in images),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise ValueError(f"duplicate image key in the plan: {exc}") from exc
+    total = conn.execute("SELECT count(*) FROM plan").fetchone()[0]
+    now = time.time()
+    removed = conn.execute(
+        "UPDATE images SET in_manifest = 0 WHERE in_manifest = 1 AND NOT EXISTS"
+        " (SELECT 1 FROM plan p WHERE p.id = images.id AND p.idx = images.idx)"
+    ).rowcount
+    conn.execute(
+        "DELETE FROM save_intents WHERE EXISTS (SELECT 1 FROM plan p JOIN images i"
+        " USING (id, idx) WHERE p.id = save_intents.id AND p.idx = save_intents.idx"
+        " AND i.fingerprint <> p.fingerprint)"
+    )
+    changed = conn.execute(
+        "UPDATE images SET fingerprint = p.fingerprint, position = p.position,"
+        " in_manifest = 1, status = 'pending', provider = NULL, model = NULL,"
+        " file = NULL, sha256 = NULL, bytes = NULL, cost_usd = NULL, usage = NULL,"
+        " error_kind = NULL, error_message = NULL, updated_at = ?"
+        " FROM plan p WHERE p.id = images.id AND p.idx = images.idx"
+        " AND images.fingerprint <> p.fingerprint",
+        (now,),
+    ).rowcount
+    # Only rows that moved or came back are written, so a no-change sync writes nothing.
+    conn.execute(
+        "UPDATE images SET position = p.position, in_manifest = 1,"
+        " estimate_usd = p.estimate_usd FROM plan p"
+        " WHERE p.id = images.id AND p.idx = images.idx"
+        " AND (images.position <> p.position OR images.in_manifest = 0"
+        " OR images.estimate_usd <> p.estimate_usd)"
+    )
+    new = conn.execute(
+        "INSERT INTO images (id, idx, fingerprint, position, estimate_usd, updated_at)"
+        " SELECT id, idx, fingerprint, position, estimate_usd, ? FROM plan p"
+        " WHERE NOT EXISTS"
+        " (SELECT 1 FROM images i WHERE i.id = p.id AND i.idx = p.idx)",
+        (now,),
+    ).rowcount
+    conn.execute("DELETE FROM plan")
+    return SyncResult(new=new, changed=changed, unchanged=total - new - changed,
+                      removed=removed)
