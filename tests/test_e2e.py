@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -16,9 +15,7 @@ from nbbatch.sim import SimulatorOptions, SimulatorServer
 from tests.e2e_helpers import (
     KEY,
     configure,
-    done_ids,
     env,
-    ledger_rows,
     nbbatch_cmd,
     requests_log,
     run_cli,
@@ -94,35 +91,6 @@ def test_daily_quota_stops_cleanly_then_a_later_run_completes(tmp_path, sim):
     assert set(successes(requests_log(sim.url)).values()) == {1}
 
 
-def test_kill_9_then_resume_finishes_every_image_exactly_once(tmp_path, sim):
-    configure(sim.url, latency=[0.2, 0.4])
-    n = 30
-    manifest = write_manifest(tmp_path / "m.yaml", [f"scene {i}" for i in range(n)],
-                              base_url=sim.url, concurrency=4)
-    out = tmp_path / "out"
-    proc = start_cli(tmp_path, "run", manifest)
-    try:
-        assert wait_until(lambda: len(done_ids(out)) >= 4)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    done_at_kill = {f"scene {i[0][3:]}" for i in done_ids(out)}
-    seen_at_kill = len(requests_log(sim.url))
-
-    result = run_cli(tmp_path, "resume", out)
-    assert result.returncode == 0, result.stderr
-    log = requests_log(sim.url)
-    after = [r["prompt"] for r in log[seen_at_kill:]]
-    assert not set(after) & done_at_kill, "a done image was requested again"
-    files = sorted((out / "images").iterdir())
-    assert len(files) == n and not [f for f in files if f.name.startswith(".")]
-    with sqlite3.connect(out / "ledger.db") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert status_json(tmp_path, out)["counts"]["done"] == n
-    # Only the requests in flight at the kill may have been paid twice.
-    assert sum(successes(log).values()) <= n + 4
-
-
 def test_a_changed_prompt_alone_is_generated_again(tmp_path, sim):
     prompts = ["a lamp", "a chair", "a table"]
     manifest = write_manifest(tmp_path / "m.yaml", prompts, base_url=sim.url)
@@ -187,25 +155,6 @@ def test_blocked_prompts_fail_and_the_run_exits_3(tmp_path, sim):
     doc = status_json(tmp_path, tmp_path / "out")
     failed = [i for i in doc["items"] if i["status"] == "failed"]
     assert failed[0]["error"]["kind"] == "blocked" and failed[0]["file"] is None
-
-
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_stops_the_run_and_resume_completes(tmp_path, sim, signum, code):
-    configure(sim.url, latency=[0.3, 0.3])
-    manifest = write_manifest(tmp_path / "m.yaml", [f"p{i}" for i in range(30)],
-                              base_url=sim.url, concurrency=2)
-    out = tmp_path / "out"
-    proc = start_cli(tmp_path, "run", manifest)
-    try:
-        assert wait_until(lambda: len(done_ids(out)) >= 2)
-    finally:
-        proc.send_signal(signum)
-        returncode = proc.wait(10)
-    assert returncode == code
-    rows = ledger_rows(out)
-    assert {r["status"] for r in rows} <= {"done", "pending"}
-    assert run_cli(tmp_path, "resume").returncode == 0  # finds the run started here
-    assert len(done_ids(out)) == 30
 
 
 def test_the_simulate_command_serves_a_real_run(tmp_path):

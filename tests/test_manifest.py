@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,8 +184,17 @@ def _fingerprints(path: Path) -> dict[str, str]:
     return {i.id: i.fingerprint for i in load_manifest(path).items}
 
 
-def test_fingerprints_are_stable_across_loads(example: Path) -> None:
-    assert _fingerprints(example) == _fingerprints(example)
+def test_fingerprints_are_the_same_in_every_process(example: Path) -> None:
+    """A nightly cron run is a new process with a new hash seed: nothing may depend on it."""
+    code = ("import json, sys; from nbbatch.manifest import load_manifest; "
+            "print(json.dumps({i.id: i.fingerprint for i in load_manifest(sys.argv[1]).items}))")
+    seen = []
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code, str(example)], capture_output=True,
+                             text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        seen.append(json.loads(out.stdout))
+    assert seen[0] == seen[1] == _fingerprints(example)
+    assert len(set(seen[0].values())) == len(seen[0])
 
 
 @pytest.mark.parametrize(("old", "new"), [

@@ -211,7 +211,9 @@ def test_missing_project_names_the_one_adc_found():
 
 
 def test_express_mode_needs_no_project():
-    vertex(api_key=KEY, options={})
+    url = vertex(api_key=KEY, options={}).url_for("gemini-3-pro-image")
+    assert url == ("https://aiplatform.googleapis.com/v1/publishers/google/models/"
+                   "gemini-3-pro-image:generateContent")
 
 
 @pytest.mark.parametrize(("options", "field"), [
