@@ -36,6 +36,10 @@ class GeneratedImage:
     text: str | None = None  # any non-thought text that came with the image
 
 
+class CheckUnavailable(Exception):
+    """The provider's metadata route cannot say whether a key or model is good."""
+
+
 class Provider(ABC):
     """One configured API endpoint. Raises a nbbatch.errors.ProviderError subclass on failure."""
 
@@ -43,6 +47,14 @@ class Provider(ABC):
 
     @abstractmethod
     async def generate(self, request: ImageRequest) -> GeneratedImage: ...
+
+    async def check(self, model: str) -> None:
+        """Pre-flight: ask the provider's free metadata route whether the key is accepted and
+        `model` exists. Returns when both are; raises FatalError (key rejected, no
+        permission), UnknownModelError (no such model) or QuotaExhaustedError as an answer
+        to a generation request would; raises CheckUnavailable when the route gives no
+        useful answer (a gateway without it: 404, 405, 501, HTML, a connection error)."""
+        raise CheckUnavailable(f"{self.name} has no metadata route")
 
     async def aclose(self) -> None:
         """Release connections; providers without any keep the default."""
