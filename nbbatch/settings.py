@@ -1,7 +1,9 @@
 """Effective settings for one run: flags > manifest > defaults, resolved once at the edge.
 
-RunOptions is what the user said on the command line; it is stored in the ledger (it holds no
-secrets) so `nbbatch resume` rebuilds the same settings with no flags.
+RunOptions is what the user said on the command line. Both it and the effective manifest
+(`manifest_record`: providers, pacing, retry, failover — no secrets, keys live in the
+environment) are stored in the ledger with each run, and the items' requests beside them, so
+`nbbatch resume` rebuilds the same settings from the ledger alone (`from_ledger`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from typing import Any
 
 from nbbatch.errors import UsageError
 from nbbatch.manifest import apply_overrides, load_manifest
-from nbbatch.model import Manifest, parse_interval
+from nbbatch.model import (
+    FailoverConfig,
+    Item,
+    Manifest,
+    PacingConfig,
+    ProviderConfig,
+    RetryConfig,
+    parse_interval,
+)
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _DURATION = re.compile(rf"(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s?)?")
@@ -76,6 +86,61 @@ def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Set
         # One provider, as asked: no switching to others behind the user's back.
         manifest = replace(manifest, failover=None)
     return Settings(manifest=manifest, out=out.absolute(), options=options)
+
+
+def manifest_record(manifest: Manifest) -> dict[str, Any]:
+    """The effective manifest, minus its items, as JSON-ready data (no secrets in it)."""
+    return {
+        "providers": {name: {**asdict(config), "options": dict(config.options)}
+                      for name, config in manifest.providers.items()},
+        "pacing": {"interval": [manifest.pacing.interval.low, manifest.pacing.interval.high],
+                   "concurrency": manifest.pacing.concurrency},
+        "retry": asdict(manifest.retry),
+        "failover": asdict(manifest.failover) if manifest.failover else None,
+    }
+
+
+def from_ledger(record: dict[str, Any], items: list[Item], *, manifest_path: str, out: Path,
+                options: RunOptions) -> Settings:
+    """The settings a run recorded, for `resume`: no manifest file, no flags needed."""
+    try:
+        failover = record.get("failover")
+        manifest = Manifest(
+            path=Path(manifest_path), output=out,
+            providers={name: ProviderConfig(**config)
+                       for name, config in record["providers"].items()},
+            pacing=PacingConfig(parse_interval(record["pacing"]["interval"]),
+                                record["pacing"]["concurrency"]),
+            retry=RetryConfig(**record["retry"]),
+            failover=FailoverConfig(**{**failover, "order": tuple(failover["order"])})
+            if failover else None,
+            items=tuple(items),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"the ledger in {out} records settings this nbbatch cannot read "
+                         f"({exc}); use nbbatch run MANIFEST --out {out}") from None
+    return Settings(manifest=manifest, out=out, options=options)
+
+
+def resume_settings(out: Path) -> Settings:
+    """The settings the last run in `out` recorded. A ledger written before runs recorded
+    their settings falls back on the manifest file that run named."""
+    from nbbatch.store import open_for_reading
+
+    with open_for_reading(out) as ledger:
+        last = ledger.last_run()
+        items = ledger.items() if last and last.settings else []
+    if last is None:
+        raise UsageError(f"{out} has a ledger but no recorded run; use nbbatch run MANIFEST")
+    options = replace(RunOptions.from_record(last.options), out=str(out))
+    if last.settings is not None and items:
+        return from_ledger(last.settings, items, manifest_path=last.manifest, out=out,
+                           options=options)
+    if not Path(last.manifest).exists():
+        raise UsageError(f"the manifest this run used, {last.manifest}, is gone, and this "
+                         "ledger predates recorded requests; use nbbatch run MANIFEST --out "
+                         f"{out} to continue")
+    return resolve(Path(last.manifest), options, cwd=Path(last.cwd))
 
 
 def parse_duration(text: str) -> float:

@@ -129,3 +129,12 @@ def test_a_model_past_its_shutdown_gets_a_warning_at_plan_and_run(tmp_path):
     for command in ("plan", "run"):
         result = runner.invoke(app, [command, str(path)])
         assert "gemini-2.5-flash-image was shut down on 2026-10-02" in result.output
+
+
+def test_status_wide_shows_each_prompt_as_text(tmp_path):
+    runner.invoke(app, ["run", str(manifest(tmp_path, ["[b]fox", "whale"]))])
+    narrow = runner.invoke(app, ["status"])
+    wide = runner.invoke(app, ["status", "--wide"])
+    assert wide.exit_code == 0
+    assert "[b]fox" in wide.output and "whale" in wide.output
+    assert "whale" not in narrow.output

@@ -462,3 +462,82 @@ def test_a_version_1_ledger_gains_price_estimates_and_keeps_its_images(db: Path,
         assert upgraded.counts().pending == 2
         upgraded.sync([PlannedImage("a", 1, "f1", 0, 0.134), PlannedImage("b", 1, "f2", 1, 0.067)])
         assert upgraded.cost_summary().remaining_usd == pytest.approx(0.201)
+
+
+# ------------------------------------------------------------------ recorded requests (schema 3)
+
+def _schema_2_ledger(db: Path) -> None:
+    """A ledger exactly as nbbatch wrote it at schema 2: built from those migrations' SQL."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    for script in MIGRATIONS[:2]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.executescript("""
+        INSERT INTO runs (started_at, manifest, options, cwd, pid, exit_code)
+            VALUES (1.0, 'm.yaml', '{"max_images": 3}', '/', 1, 75);
+        INSERT INTO images (id, idx, fingerprint, status, position, provider, model, file,
+                            sha256, bytes, cost_usd, attempts, estimate_usd)
+            VALUES ('a', 1, 'f', 'done', 0, 'gemini', 'm', 'images/a.png', 'aa', 1, 0.1, 1,
+                    0.134),
+                   ('b', 1, 'g', 'pending', 1, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0.134);
+        INSERT INTO attempts (id, idx, run_id, started_at, provider, model, outcome)
+            VALUES ('a', 1, 1, 1.0, 'gemini', 'm', 'success');
+    """)
+    conn.close()
+
+
+def test_a_schema_2_ledger_is_migrated_and_keeps_everything(db: Path) -> None:
+    _schema_2_ledger(db)
+    with Ledger.open(db) as ledger:
+        assert ledger.counts() == Counts(2, 1, 0, 1)
+        last = ledger.last_run()
+        assert last is not None and last.options == {"max_images": 3} and last.settings is None
+        assert [(r.id, r.status, r.prompt) for r in ledger.rows()] == [
+            ("a", "done", None), ("b", "pending", None)]  # asked before requests were kept
+        assert len(ledger.attempts(("a", 1))) == 1
+        assert ledger.items() == []
+        assert ledger.cost_summary().spent_usd == pytest.approx(0.1)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    conn.close()
+
+
+def _items():
+    from nbbatch.model import Item
+
+    return (Item("a", "A red sneaker", "gemini", "gemini-3-pro-image", "4:3", "2K", 2,
+                 (Path("/refs/x.png"),), ("ab" * 32,)),
+            Item("b", "A blue sneaker", "openai", "gpt-image-1"))
+
+
+def test_the_request_of_each_item_is_recorded_and_read_back(db: Path) -> None:
+    items = _items()
+    images = [PlannedImage(i.id, k, i.fingerprint, n) for n, i in enumerate(items)
+              for k in range(1, i.count + 1)]
+    with Ledger.open(db) as ledger:
+        ledger.sync(images, items)
+        ledger.start_run(manifest="m.yaml", options={}, cwd="/", pid=1,
+                         settings={"pacing": {"concurrency": 2}})
+        assert ledger.items() == list(items)
+        assert [i.fingerprint for i in ledger.items()] == [i.fingerprint for i in items]
+        assert {r.id: r.prompt for r in ledger.rows()} == {"a": "A red sneaker",
+                                                          "b": "A blue sneaker"}
+        assert ledger.last_run().settings == {"pacing": {"concurrency": 2}}
+
+
+def test_recording_unchanged_items_writes_nothing_and_a_change_is_written(db: Path) -> None:
+    from dataclasses import replace
+
+    from nbbatch.store.items import record_items
+
+    items = _items()
+    with Ledger.open(db) as ledger:
+        ledger.sync([PlannedImage(i.id, 1, i.fingerprint, n) for n, i in enumerate(items)],
+                    items)
+    conn = sqlite3.connect(db)
+    assert record_items(conn, items) == 0
+    assert record_items(conn, (replace(items[0], prompt="A green sneaker"), items[1])) == 1
+    assert conn.execute("SELECT prompt FROM items WHERE id = 'a'").fetchone() == (
+        "A green sneaker",)
+    conn.close()

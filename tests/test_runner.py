@@ -1,6 +1,7 @@
 """The batch loop against a scripted provider on virtual time."""
 
 import asyncio
+import hashlib
 import io
 import itertools
 from dataclasses import replace
@@ -234,9 +235,36 @@ def test_reference_images_are_read_from_disk_and_sent_inline(tmp_path, clock):
             seen.append(request.references)
             return await super().generate(request)
 
+    digest = hashlib.sha256(ref.read_bytes()).hexdigest()
     base = manifest(tmp_path, ["a", "b"])
-    items = tuple(replace(i, references=(ref,), reference_digests=("d",)) for i in base.items)
+    items = tuple(replace(i, references=(ref,), reference_digests=(digest,))
+                  for i in base.items)
     summary, _, _ = run(tmp_path, replace(base, items=items), Recording(clock), clock)
     assert summary.exit_code == ExitCode.OK
     assert [r[0].mime_type for r in seen] == ["image/png", "image/png"]
     assert seen[0][0].data == ref.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["changed", "gone"])
+def test_a_reference_that_changed_or_went_keeps_its_image_pending_and_the_rest_go_on(
+        tmp_path, clock, damage):
+    ref, other = tmp_path / "ref.png", tmp_path / "other.png"
+    ref.write_bytes(png((1, 2, 3)))
+    other.write_bytes(png((4, 5, 6)))
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (ref, other)]
+    base = manifest(tmp_path, ["a", "b", "c"])
+    items = (replace(base.items[0], references=(ref,), reference_digests=(digests[0],)),
+             replace(base.items[1], references=(other,), reference_digests=(digests[1],)),
+             base.items[2])
+    if damage == "changed":
+        ref.write_bytes(png((9, 9, 9)))
+    else:
+        ref.unlink()
+    provider = ScriptedProvider(clock)
+    summary, ledger, _ = run(tmp_path, replace(base, items=items), provider, clock)
+    assert summary.exit_code == ExitCode.TEMPFAIL
+    rows = {r.id: r for r in ledger.rows()}
+    assert rows[base.items[0].id].status == "pending"
+    assert str(ref) in rows[base.items[0].id].error_message
+    assert {rows[i.id].status for i in items[1:]} == {"done"}
+    assert len(provider.starts) == 2  # nothing was sent for the image whose reference moved

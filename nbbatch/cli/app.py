@@ -126,21 +126,9 @@ def resume(
     verbose: Verbose = False,
 ) -> int:
     """Continue a run with the manifest and settings it recorded."""
-    from dataclasses import replace
+    from nbbatch.settings import resume_settings
 
-    from nbbatch.settings import RunOptions, resolve
-    from nbbatch.store import open_for_reading
-
-    folder = _find_out(out)
-    with open_for_reading(folder) as ledger:
-        last = ledger.last_run()
-    if last is None:
-        raise UsageError(f"{folder} has a ledger but no recorded run; use nbbatch run MANIFEST")
-    if not Path(last.manifest).exists():
-        raise UsageError(f"the manifest this run used, {last.manifest}, is gone; "
-                         "use nbbatch run MANIFEST --out to continue")
-    options = replace(RunOptions.from_record(last.options), out=str(folder))
-    settings = resolve(Path(last.manifest), options, cwd=Path(last.cwd))
+    settings = resume_settings(_find_out(out))
     return _start(settings, quiet=quiet, verbose=verbose)
 
 
@@ -149,6 +137,7 @@ def resume(
 def status(
     out: Annotated[Path | None, typer.Argument(help="Output folder (default: the last run started here).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status document as JSON.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Show each image's prompt too.")] = False,
 ) -> int:
     """What is done, failed and pending, with counts."""
     from nbbatch.cli.render import counts_line, status_table
@@ -164,7 +153,7 @@ def status(
             write_status_json(ledger, sys.stdout, out=shown_out, manifest=manifest)
             return 0
         cost = ledger.cost_summary()
-        console.print(status_table(list(ledger.rows())))
+        console.print(status_table(list(ledger.rows()), wide=wide))
         by_provider = ledger.counts_by_provider()
         console.print(counts_line(ledger.counts(), cost), markup=False)
         for name, counts in sorted(by_provider.items()):

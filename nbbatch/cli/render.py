@@ -22,6 +22,7 @@ from rich.progress import (
     Progress as RichProgress,
 )
 from rich.table import Table
+from rich.text import Text
 
 from nbbatch.engine.events import Event, EventKind, Level, Progress
 from nbbatch.engine.summary import RunSummary
@@ -112,17 +113,24 @@ def print_summary(console: Console, summary: RunSummary, *, plain: bool) -> None
         console.print(text, markup=False, highlight=False)
 
 
-def status_table(rows, *, limit: int = MAX_TABLE_ROWS) -> Table:
+def status_table(rows, *, limit: int = MAX_TABLE_ROWS, wide: bool = False) -> Table:
     """Images, failed and pending first (they are what needs attention)."""
     table = Table(show_lines=False)
-    for column in ("id", "#", "status", "provider", "model", "tries", "file / error"):
+    columns = ["id", "#", "status", "provider", "model", "tries", "file / error"]
+    if wide:
+        columns.insert(1, "prompt")
+    for column in columns:
         table.add_column(column, overflow="fold")
     ordered = sorted(rows, key=lambda r: {"failed": 0, "pending": 1, "done": 2}[r.status])
     for row in ordered[:limit]:
         detail = row.file if row.status == "done" else (
             f"{row.error_kind}: {row.error_message}" if row.error_kind else "")
-        table.add_row(row.id, str(row.index), f"[{STATUS_STYLE[row.status]}]{row.status}[/]",
-                      row.provider or "", row.model or "", str(row.attempts), detail or "")
+        cells = [Text(row.id), Text(str(row.index)),
+                 Text(row.status, style=STATUS_STYLE[row.status]), Text(row.provider or ""),
+                 Text(row.model or ""), Text(str(row.attempts)), Text(detail or "")]
+        if wide:
+            cells.insert(1, Text(row.prompt or ""))
+        table.add_row(*cells)
     if len(ordered) > limit:
         table.caption = f"{len(ordered) - limit} more images not shown (use --json for all)"
     return table

@@ -19,7 +19,7 @@ from nbbatch.engine.failover import Choice, NoProviderLeft
 from nbbatch.engine.job import ImageJob
 from nbbatch.engine.pacing import Clock, Sleep
 from nbbatch.engine.recorder import Recorder
-from nbbatch.engine.requests import RequestBuilder
+from nbbatch.engine.requests import ReferenceGone, RequestBuilder
 from nbbatch.engine.retry import retrying
 from nbbatch.engine.steering import Lane, Steering
 from nbbatch.errors import (
@@ -85,8 +85,8 @@ class ImageMaker:
             self._halt(Stop(StopKind.STORAGE, exc.message), False)
         except (Halted, asyncio.CancelledError):
             pass  # stays pending; its attempts are already in the ledger
-        except OSError as exc:  # reading a reference image that vanished since validation
-            record.pending(job, "local", str(exc), level=Level.ERROR)
+        except ReferenceGone as exc:
+            record.pending(job, "reference", str(exc), level=Level.ERROR)
 
     async def _attempt(self, job: ImageJob, request: ImageRequest) -> GeneratedImage:
         router = self.steering.router

@@ -25,7 +25,7 @@ from nbbatch.errors import ExitCode, UsageError
 from nbbatch.model import Manifest
 from nbbatch.providers import create_provider
 from nbbatch.providers.base import Provider
-from nbbatch.settings import Settings
+from nbbatch.settings import Settings, manifest_record
 from nbbatch.store import LEDGER_FILE
 from nbbatch.store.files import ImageStore
 from nbbatch.store.ledger import Ledger
@@ -86,7 +86,7 @@ def run_batch(
         store.prepare()
         with Ledger.open(out / LEDGER_FILE) as ledger:
             _recover(ledger, store)
-            ledger.sync(planned_images(manifest))
+            ledger.sync(planned_images(manifest), manifest.items)
             if options.retry_failed:
                 ledger.retry_failed()
             pending = ledger.pending()
@@ -95,7 +95,8 @@ def run_batch(
                       for name in candidates(items[row.id], manifest.failover)}
             providers = build_providers(manifest, needed, env, transport_factory)
             run_id = ledger.start_run(manifest=str(manifest.path), options=options.to_record(),
-                                      cwd=str(cwd), pid=os.getpid())
+                                      settings=manifest_record(manifest), cwd=str(cwd),
+                                      pid=os.getpid())
             budget = Budget(options.max_images, options.max_cost, options.max_duration)
             dispatcher = Dispatcher(manifest, ledger, store, providers, budget=budget,
                                     on_event=on_event)

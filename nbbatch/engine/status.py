@@ -44,8 +44,8 @@ def item_json(row: ImageRow) -> dict[str, Any]:
     error = {"kind": row.error_kind, "message": row.error_message} if row.error_kind else None
     done = row.status == "done"
     return {
-        "id": row.id, "index": row.index, "status": row.status, "provider": row.provider,
-        "model": row.model, "attempts": row.attempts,
+        "id": row.id, "index": row.index, "status": row.status, "prompt": row.prompt,
+        "provider": row.provider, "model": row.model, "attempts": row.attempts,
         "file": row.file if done else None,
         "sha256": row.sha256 if done else None,
         "error": error if not done else None,

@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import Any, Self
 
 from nbbatch.errors import LedgerError
+from nbbatch.model import Item
+from nbbatch.store.items import load_items, record_items
 from nbbatch.store.migrations import migrate
 from nbbatch.store.records import (
     ATTEMPT_COLUMNS,
     IMAGE_COLUMNS,
+    IMAGES,
     Attempt,
     CostSummary,
     Counts,
@@ -94,25 +97,31 @@ class LedgerView:
 
     def last_run(self) -> RunRecord | None:
         row = self._conn.execute(
-            "SELECT run_id, started_at, finished_at, manifest, options, cwd, pid, exit_code"
-            " FROM runs ORDER BY run_id DESC LIMIT 1"
+            "SELECT run_id, started_at, finished_at, manifest, options, cwd, pid, exit_code,"
+            " settings FROM runs ORDER BY run_id DESC LIMIT 1"
         ).fetchone()
         if row is None:
             return None
-        run_id, started, finished, manifest, options, cwd, pid, code = row
-        return RunRecord(run_id, started, finished, manifest, json.loads(options), cwd, pid, code)
+        run_id, started, finished, manifest, options, cwd, pid, code, settings = row
+        return RunRecord(run_id, started, finished, manifest, json.loads(options), cwd, pid, code,
+                         json.loads(settings) if settings else None)
+
+    def items(self) -> list[Item]:
+        """What the items of the manifest asked for, in manifest order."""
+        return list(load_items(self._conn))
 
     def pending(self) -> list[ImageRow]:
         rows = self._conn.execute(
-            f"SELECT {IMAGE_COLUMNS} FROM images WHERE in_manifest = 1 AND status = 'pending'"
-            " ORDER BY position, idx"
+            f"SELECT {IMAGE_COLUMNS} FROM {IMAGES} WHERE in_manifest = 1 AND status = 'pending'"
+            " ORDER BY images.position, idx"
         )
         return [image_row(row) for row in rows]
 
     def rows(self) -> Iterator[ImageRow]:
         """Every image in the manifest, in manifest order, streamed in chunks."""
         cur = self._conn.execute(
-            f"SELECT {IMAGE_COLUMNS} FROM images WHERE in_manifest = 1 ORDER BY position, idx"
+            f"SELECT {IMAGE_COLUMNS} FROM {IMAGES} WHERE in_manifest = 1"
+            " ORDER BY images.position, idx"
         )
         try:
             while chunk := cur.fetchmany(1000):
@@ -204,10 +213,13 @@ class Ledger(LedgerView):
                 raise LedgerError(f"ledger write failed ({self.path}): {exc}") from exc
             raise
 
-    def start_run(self, *, manifest: str, options: dict, cwd: str, pid: int) -> int:
+    def start_run(self, *, manifest: str, options: dict, cwd: str, pid: int,
+                  settings: dict | None = None) -> int:
         cur = self._write(
-            "INSERT INTO runs (started_at, manifest, options, cwd, pid) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), manifest, json.dumps(options), cwd, pid),
+            "INSERT INTO runs (started_at, manifest, options, cwd, pid, settings)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), manifest, json.dumps(options), cwd, pid,
+             json.dumps(settings) if settings is not None else None),
         )
         assert cur.lastrowid is not None
         self._run_id = cur.lastrowid
@@ -219,9 +231,11 @@ class Ledger(LedgerView):
             (time.time(), int(exit_code), run_id),
         )
 
-    def sync(self, images: Iterable[PlannedImage]) -> SyncResult:
-        """Make the ledger match the manifest's images (see store/sync.py)."""
+    def sync(self, images: Iterable[PlannedImage], items: Iterable[Item] = ()) -> SyncResult:
+        """Make the ledger match the manifest: what each item asks for (items.py), then its
+        images (sync.py), in one transaction."""
         with self._transaction():
+            record_items(self._conn, items)
             return sync_images(self._conn, images)
 
     def retry_failed(self) -> int:

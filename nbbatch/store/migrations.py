@@ -88,6 +88,23 @@ MIGRATIONS: list[Migration] = [
     """
     ALTER TABLE images ADD COLUMN estimate_usd REAL NOT NULL DEFAULT 0;
     """,
+    # 3: what each item asked for, and each run's effective settings, so that `resume`
+    # needs nothing but the ledger. Ledgers from before have neither until their next run.
+    """
+    CREATE TABLE items (
+        id           TEXT PRIMARY KEY,
+        seq          INTEGER NOT NULL,        -- its place in the manifest
+        prompt       TEXT NOT NULL,
+        provider     TEXT NOT NULL,
+        model        TEXT NOT NULL,
+        aspect_ratio TEXT,
+        image_size   TEXT,
+        count        INTEGER NOT NULL,
+        refs         TEXT,                    -- JSON [[path, sha256], ...], or NULL
+        fingerprint  TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE runs ADD COLUMN settings TEXT;  -- JSON: the effective manifest, no secrets
+    """,
 ]
 
 

@@ -36,6 +36,7 @@ class ImageRow:
     position: int
     updated_at: float | None
     usage: dict | None
+    prompt: str | None = None  # what it was asked for (None in ledgers older than schema 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class RunRecord:
     cwd: str
     pid: int
     exit_code: int | None
+    settings: dict | None = None  # the effective manifest (schema 3 and later)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +98,23 @@ class SaveIntent:
     sha256: str
 
 
+IMAGES = "images LEFT JOIN items ON items.id = images.id"  # each image with its request
 IMAGE_COLUMNS = (
-    "id, idx, fingerprint, status, provider, model, attempts, file, sha256, bytes, cost_usd,"
-    " error_kind, error_message, position, updated_at, usage"
+    "images.id, images.idx, images.fingerprint, images.status, images.provider, images.model,"
+    " images.attempts, images.file, images.sha256, images.bytes, images.cost_usd,"
+    " images.error_kind, images.error_message, images.position, images.updated_at,"
+    " images.usage, items.prompt"
 )
 ATTEMPT_COLUMNS = (
     "started_at, provider, model, outcome, http_status, latency, error, possibly_billed, cost_usd"
 )
 # Field names in column order (the table's "idx" is the row's "index").
-_IMAGE_FIELDS = [name.strip().replace("idx", "index") for name in IMAGE_COLUMNS.split(",")]
+_IMAGE_FIELDS = [name.strip().split(".")[-1].replace("idx", "index")
+                 for name in IMAGE_COLUMNS.split(",")]
 _ATTEMPT_FIELDS = [name.strip() for name in ATTEMPT_COLUMNS.split(",")]
 
 def image_row(row: tuple[Any, ...]) -> ImageRow:
-    """An ImageRow from the IMAGE_COLUMNS of one row (usage, the last, is JSON)."""
+    """An ImageRow from the IMAGE_COLUMNS of one row (usage is JSON)."""
     fields = dict(zip(_IMAGE_FIELDS, row, strict=True))
     usage = fields.pop("usage")
     return ImageRow(**fields, usage=json.loads(usage) if usage is not None else None)

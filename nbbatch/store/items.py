@@ -1,0 +1,58 @@
+"""What each item asked for, kept in the ledger: `resume` rebuilds the items from here.
+
+Written set-based in one transaction, like the images: only items that changed are written,
+so a nightly run of an unchanged 100,000-prompt manifest writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from nbbatch.model import Item
+
+_COLUMNS = "id, seq, prompt, provider, model, aspect_ratio, image_size, count, refs, fingerprint"
+_FIELDS = _COLUMNS.split(", ")[1:]
+_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in _FIELDS)
+_CHANGED = " OR ".join(f"items.{c} IS NOT excluded.{c}" for c in _FIELDS)
+
+
+def _row(seq: int, item: Item) -> tuple[object, ...]:
+    refs = None
+    if item.references:
+        refs = json.dumps([[str(path), digest] for path, digest
+                           in zip(item.references, item.reference_digests, strict=True)])
+    return (item.id, seq, item.prompt, item.provider, item.model, item.aspect_ratio,
+            item.image_size, item.count, refs, item.fingerprint)
+
+
+def record_items(conn: sqlite3.Connection, items: Iterable[Item]) -> int:
+    """Store what each item asks for (the caller holds the transaction); returns how many
+    rows were written."""
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS planned_items ({_COLUMNS},"
+                 " PRIMARY KEY (id)) WITHOUT ROWID")
+    conn.execute("DELETE FROM planned_items")
+    conn.executemany("INSERT INTO planned_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (_row(seq, item) for seq, item in enumerate(items)))
+    written = conn.execute(
+        f"INSERT INTO items SELECT {_COLUMNS} FROM planned_items WHERE true"
+        f" ON CONFLICT (id) DO UPDATE SET {_UPDATE} WHERE {_CHANGED}"
+    ).rowcount
+    conn.execute("DELETE FROM planned_items")
+    return written
+
+
+def load_items(conn: sqlite3.Connection) -> Iterator[Item]:
+    """The items of the images in the manifest, in manifest order."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM items WHERE id IN"
+        " (SELECT id FROM images WHERE in_manifest = 1) ORDER BY seq"
+    )
+    for id_, _seq, prompt, provider, model, ratio, size, count, refs, _fp in rows:
+        pairs = json.loads(refs) if refs else []
+        yield Item(id=id_, prompt=prompt, provider=provider, model=model, aspect_ratio=ratio,
+                   image_size=size, count=count,
+                   references=tuple(Path(path) for path, _ in pairs),
+                   reference_digests=tuple(digest for _, digest in pairs))
