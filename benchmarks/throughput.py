@@ -5,7 +5,7 @@ Runs the real `nbbatch run` CLI against the simulator on 127.0.0.1, and beside i
 server, so both are measured the same way. Prints the achieved start rate as a share of the
 paced rate (1 / interval); SPEC target for nbbatch: >= 0.95.
 
-    python benchmarks/throughput.py [--interval 0.2] [--images 120] [--plain-images 12]
+    python benchmarks/throughput.py [--interval 0.2] [--images 24 120] [--plain-images 12]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def run_plain_loop(url: str, images: int, interval: float) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=0.2)
-    parser.add_argument("--images", type=int, default=120)
+    parser.add_argument("--images", type=int, nargs="+", default=[24, 120])
     parser.add_argument("--plain-images", type=int, default=12)
     args = parser.parse_args()
     latency = 5 * args.interval
@@ -67,19 +67,20 @@ def main() -> None:
     options = SimulatorOptions(latency=(latency, latency))
     print(f"interval {args.interval:g}s, latency {latency:g}s (5x), paced rate {paced:.2f}/s")
 
-    with tempfile.TemporaryDirectory() as tmp, SimulatorServer(options) as server:
-        starts = run_nbbatch(server.url, args.images, args.interval, latency, Path(tmp))
-    whole = start_rate(starts) / paced
-    # After the first answer: nbbatch sends one request alone first, so a rejected key costs
-    # one request, not `concurrency` of them.
-    steady = start_rate(sorted(starts)[1:]) / paced
-    print(f"nbbatch     {args.images:4d} images: {whole:.3f} of the paced rate "
-          f"(steady state after the first answer: {steady:.3f})")
+    worst = 1.0
+    for images in args.images:
+        with tempfile.TemporaryDirectory() as tmp, SimulatorServer(options) as server:
+            starts = run_nbbatch(server.url, images, args.interval, latency, Path(tmp))
+        # Over the whole run, from its first request: the pre-flight lets every lane start
+        # at full concurrency, so the first answer is not waited for.
+        whole = start_rate(starts) / paced
+        worst = min(worst, whole)
+        print(f"nbbatch     {images:4d} images: {whole:.3f} of the paced rate (whole run)")
 
     with SimulatorServer(options) as server:
         plain = start_rate(run_plain_loop(server.url, args.plain_images, args.interval)) / paced
     print(f"plain loop  {args.plain_images:4d} images: {plain:.3f} of the paced rate")
-    print(f"target >= 0.95: {'met' if whole >= 0.95 else 'NOT met'}")
+    print(f"target >= 0.95 for every run length: {'met' if worst >= 0.95 else 'NOT met'}")
 
 
 if __name__ == "__main__":

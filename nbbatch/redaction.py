@@ -20,7 +20,7 @@ from urllib.parse import quote, quote_plus
 MASK = "***"
 MAX_MESSAGE = 500  # characters of one error message kept in the ledger and shown
 MIN_SECRET = 8  # shorter "keys" are test values, not secrets: redacting them mangles text
-PREFIX_ECHO = 10  # this many leading characters of a key are treated as the key itself
+PREFIX_ECHO = 8  # this many leading characters of a key are treated as the key itself
 
 # Key-shaped tokens whoever they belong to: OpenAI/Stability (sk-…), OpenRouter (sk-or-…),
 # sessions (sess-…), Google API keys (AIza + 35). Masked echoes keep their shape: sk-ab***yz.
@@ -44,10 +44,12 @@ class Redactor:
         for form in self._forms:
             if form in text:
                 text = text.replace(form, MASK)
+        # Key shapes before prefixes: a masked echo ("sk-proj-***ABCD") goes whole.
+        text = _KEY_SHAPES.sub(_mask_shape, text)
         for secret, prefix in zip(self.secrets, self._prefixes, strict=True):
             if prefix in text:
                 text = _cut_prefix_echoes(text, secret, prefix)
-        return _KEY_SHAPES.sub(_mask_shape, text)
+        return text
 
     def message(self, text: str, limit: int = MAX_MESSAGE) -> str:
         """One line for a message: redacted, whitespace collapsed, then shortened."""

@@ -64,6 +64,11 @@ def requests_log(base_url: str) -> list[dict]:
     return httpx.get(f"{base_url}/_sim/requests", timeout=5).json()
 
 
+def metadata_log(base_url: str) -> list[dict]:
+    """The free metadata requests (pre-flight) the simulator answered."""
+    return httpx.get(f"{base_url}/_sim/metadata", timeout=5).json()
+
+
 def configure(base_url: str, **options) -> None:
     httpx.post(f"{base_url}/_sim/configure", json=options, timeout=5).raise_for_status()
 

@@ -359,6 +359,9 @@ def vertex_h(data: str):
 
 # --- The table ------------------------------------------------------------------------------
 
+LOCATION = {"error": {"code": 400, "message": "User location is not supported for the API use.", "status": "FAILED_PRECONDITION"}}
+CANCELLED = {"error": {"code": 499, "message": "The operation was cancelled.", "status": "CANCELLED"}}
+
 E = pytest.param
 ERROR_CASES = [
     # 429: per-minute, retry after RetryInfo; per-day or limit 0: quota exhausted
@@ -381,6 +384,10 @@ ERROR_CASES = [
     E(599, b"", {}, TransientError, {}, id="other-5xx"),
     # 400: a rejected key is fatal; anything else fails the image
     E(400, API_KEY_INVALID, {}, FatalError, {"exit_code": ExitCode.AUTH}, id="400-api-key-invalid"),
+    # The caller is refused, not the request: every image would fail alike, so stop at once.
+    E(400, LOCATION, {}, FatalError, {"exit_code": ExitCode.AUTH}, id="400-user-location"),
+    # Seen under heavy load: the server gave up on the request; another try is fine.
+    E(499, CANCELLED, {}, TransientError, {"overload": False}, id="499-cancelled"),
     E(400, UNKNOWN_FIELD, {}, InvalidRequestError, {}, id="400-unknown-field"),
     E(400, UNKNOWN_FIELD_BOGUS, {}, InvalidRequestError, {}, id="400-unknown-field-bogus"),
     E(400, MISSING_SIGNATURE, {}, InvalidRequestError, {}, id="400-missing-thought-signature"),

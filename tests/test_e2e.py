@@ -16,6 +16,7 @@ from tests.e2e_helpers import (
     KEY,
     configure,
     env,
+    metadata_log,
     nbbatch_cmd,
     requests_log,
     run_cli,
@@ -117,13 +118,15 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path, sim):
         first.wait(10)
 
 
-def test_a_wrong_key_aborts_after_one_request_and_is_never_printed(tmp_path, sim):
+def test_a_wrong_key_aborts_before_any_generation_request_and_is_never_printed(tmp_path, sim):
     wrong = "AIzaWRONG-key-4c0ffee"
     manifest = write_manifest(tmp_path / "m.yaml", [f"p{i}" for i in range(6)], base_url=sim.url)
     result = run_cli(tmp_path, "run", manifest, key=wrong)
     assert result.returncode == 4, result.stderr
-    assert "key" in result.stderr.lower()
-    assert len(requests_log(sim.url)) == 1
+    assert "key" in result.stderr.lower() and "GEMINI_API_KEY" in result.stderr
+    assert "pre-flight" in result.stderr
+    assert requests_log(sim.url) == []  # the free metadata request said no: nothing was paid
+    assert len(metadata_log(sim.url)) == 1
     for text in (result.stdout, result.stderr, status_json(tmp_path, tmp_path / "out").__repr__()):
         assert wrong not in text
     for path in (tmp_path / "out").rglob("*"):

@@ -1,6 +1,8 @@
 """Failover: the router alone, then the runner with two scripted providers."""
 
 
+from dataclasses import replace
+
 import pytest
 
 from nbbatch.engine.failover import Choice, NoProviderLeft, Router, candidates
@@ -176,3 +178,25 @@ def test_both_keys_rejected_exits_4(tmp_path, clock):
     assert summary.exit_code == ExitCode.AUTH
     assert len(gemini.starts) == 1 and len(openai.starts) == 1
     assert ledger.counts().pending == 4
+
+
+def test_discovering_an_outage_costs_trip_after_plus_what_was_in_flight(tmp_path, clock):
+    """Concurrency 8, latency 5x the interval, the primary down from the start: after its
+    first overload answer it sends one request at a time, so it trips on the answers of the
+    requests already in flight instead of sending a new one for each slot an answer frees."""
+    class CheckedFlaky(FlakyProvider):
+        async def check(self, model):  # the pre-flight passed: full concurrency at once
+            return None
+
+    m = replace(two_provider_manifest(tmp_path, 30, trip_after=3),
+                pacing=PacingConfig(Interval(1, 1), 8))
+    gemini = CheckedFlaky(clock, overloaded(), down=lambda t: True, latency=5)
+    openai = ScriptedProvider(clock, latency=5)
+    summary, _, _ = run_two(tmp_path, m, gemini, openai, clock)
+    assert summary.exit_code == ExitCode.OK
+    first_answer = gemini.starts[0][0] + 5
+    in_flight_then = sum(1 for t, _ in gemini.starts if t < first_answer)
+    before_the_trip = [t for t, _ in gemini.starts if t < first_answer + 2]
+    assert in_flight_then == 5
+    assert len(before_the_trip) <= max(3, in_flight_then)
+    assert len(gemini.starts) <= in_flight_then + 1  # + at most one probe after the switch

@@ -403,3 +403,17 @@ def test_post_json_returns_any_status_with_body_and_latency():
     raw = asyncio.run(main())
     assert (raw.status, raw.body) == (418, b"teapot")
     assert raw.latency >= 0
+
+
+def test_response_modalities_is_a_provider_option():
+    _, seen = generate(lambda r: httpx.Response(200, json=success_body(png())),
+                       options={"response_modalities": ["IMAGE"]})
+    assert json.loads(seen[0].content)["generationConfig"]["responseModalities"] == ["IMAGE"]
+
+
+@pytest.mark.parametrize("value", [["TEXT"], [], "IMAGE", ["IMAGE", "AUDIO"]])
+def test_response_modalities_must_ask_for_an_image(value):
+    from nbbatch.errors import OptionError
+
+    with pytest.raises(OptionError, match="response_modalities"):
+        gemini.check_options({"response_modalities": value})

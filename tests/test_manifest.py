@@ -334,7 +334,8 @@ def test_missing_manifest(tmp_path: Path) -> None:
      "openai, simulator"),
     ("providers:\n  gemini:\n    project: p\nprompts:\n  - prompt: a\n",
      "m.yaml:3: providers.gemini.project: unknown key 'project'; allowed keys here: api_key_env, "
-     "base_url, timeout, model ('project' is an option of vertex and openai only)"),
+     "base_url, timeout, model, response_modalities ('project' is an option of vertex and "
+     "openai only)"),
     ("providers:\n  openai:\n    seed: 3\nprompts:\n  - prompt: a\n",
      "m.yaml:3: providers.openai.seed: unknown key 'seed'; allowed keys here: api_key_env, "
      "base_url, timeout, model, quality, background, output_format, moderation, input_fidelity, "

@@ -337,9 +337,13 @@ def err(code, type_="invalid_request_error", message="m"):
 
 
 RA = {"retry-after": "20"}
+RATE_LIMIT_5 = {"error": {**RATE_LIMIT["error"], "message": RATE_LIMIT["error"]["message"]
+                          .replace("Limit: 0/1min", "Limit: 5/1min")}}
 CASES = [
     # status, body, headers, error class, attributes
-    (429, RATE_LIMIT, RA, TransientError, {"overload": True, "retry_after": 20.0}),
+    (429, RATE_LIMIT_5, RA, TransientError, {"overload": True, "retry_after": 20.0}),
+    # "Limit: 0/1min": the account has no quota for this model at all; waiting is useless.
+    (429, RATE_LIMIT, RA, QuotaExhaustedError, {}),
     (429, err("slow_down", "rate_limit_error"), {}, TransientError, {"overload": True}),
     (429, err("server_is_overloaded", "service_unavailable_error"), {}, TransientError,
      {"overload": True}),
@@ -441,7 +445,7 @@ def test_x_should_retry_false_says_why():
 ])
 def test_retry_after_ms_wins_over_retry_after(headers, expected):
     with pytest.raises(TransientError) as caught:
-        run_classify(429, RATE_LIMIT, headers)
+        run_classify(429, RATE_LIMIT_5, headers)
     assert caught.value.retry_after == expected
 
 

@@ -27,6 +27,7 @@ def echoes(key: str) -> dict[str, str]:
         "base64": base64.b64encode(f"Basic user:{key}".encode()).decode(),
         "base64 url-safe": base64.urlsafe_b64encode(f"x{key}".encode()).decode(),
         "a long prefix": key[:16] + "...",
+        "masked as OpenAI does": key[:8] + "*" * 20 + key[-4:],
     }
 
 
@@ -35,7 +36,7 @@ def test_every_form_of_the_key_is_masked(form):
     text = f"the server said: {echoes(KEY)[form]} was refused"
     clean = Redactor([KEY])(text)
     assert MASK in clean
-    assert KEY[:12] not in clean and KEY[-12:] not in clean
+    assert KEY[:8] not in clean and KEY[-12:] not in clean
     assert "was refused" in clean
 
 

@@ -464,6 +464,12 @@ class HostileServer:
             def handle_one(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
+                if self.command == "GET" and "/models/" in self.path:
+                    # A gateway without the metadata route: pre-flight falls back.
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 outer.received.append((self.command, self.path, dict(self.headers)))
                 self.close_connection = True  # one answer per connection, then hang up
                 # The client hanging up is what most behaviours expect.

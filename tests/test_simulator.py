@@ -598,3 +598,32 @@ def test_serve_prints_its_url_and_stops_on_sigterm():
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+def test_url_safe_and_unpadded_base64_are_accepted_as_the_real_service_does(sim):
+    s = sim()
+    raw = bytes(range(250, 256)) + b"\xfb\xff"  # encodes with '+' and '/' in standard base64
+    body = request_body()
+    for data in (base64.urlsafe_b64encode(raw).decode(),
+                 base64.b64encode(raw).decode().rstrip("="),
+                 base64.urlsafe_b64encode(raw).decode().rstrip("=")):
+        body["contents"][0]["parts"][1:] = [{"inlineData": {"mimeType": "image/png",
+                                                             "data": data}}]
+        assert s.generate(body=body).status_code == 200, data
+
+
+def test_v1_serves_generate_content_and_both_versions_describe_models(sim):
+    s = sim(api_key=KEY)
+    assert s.client.post(f"/v1/models/{PRO}:generateContent", json=request_body()).status_code \
+        == 200
+    for version in ("v1", "v1beta"):
+        described = s.client.get(f"/{version}/models/{PRO}")
+        assert described.status_code == 200 and described.json()["name"] == f"models/{PRO}"
+        unknown = s.client.get(f"/{version}/models/gemini-9")
+        assert unknown.status_code == 404 and "not found" in error_of(unknown)["message"]
+    refused = httpx.get(f"{s.server.url}/v1beta/models/{PRO}",
+                        headers={"x-goog-api-key": "wrong"}, verify=TLS)
+    assert refused.status_code == 400 and "API key not valid" in error_of(refused)["message"]
+    # Metadata requests are logged apart: they are free and never hit outages or quotas.
+    assert len(s.client.get("/_sim/metadata").json()) == 5
+    assert len(s.client.get("/_sim/requests").json()) == 1

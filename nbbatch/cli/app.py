@@ -179,10 +179,12 @@ def plan(
     interval: Annotated[str | None, typer.Option(help='Seconds between request starts: "7" or "5-10".')] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at most, per provider.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Count failed images as pending.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Skip the pre-flight checks of keys and models.")] = False,
 ) -> int:
-    """Validate the manifest and show what a run would do. Sends no request."""
-    from nbbatch.cli.render import plan_table
-    from nbbatch.engine.plan import plan_batch
+    """Validate the manifest and show what a run would do, with the run's pre-flight checks
+    of keys and models. Sends no generation request."""
+    from nbbatch.cli.render import checks_lines, plan_table
+    from nbbatch.engine.plan import check_providers, plan_batch
     from nbbatch.settings import RunOptions, resolve
 
     options = RunOptions(out=str(out) if out else None, provider=provider, interval=interval,
@@ -195,6 +197,13 @@ def plan(
     console.print(plan_table(result, interval=str(pacing.interval), concurrency=pacing.concurrency))
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", markup=False)
+    if offline:
+        return 0
+    checks = check_providers(settings.manifest, os.environ)
+    for line in checks_lines(checks):
+        console.print(line, markup=False, highlight=False)
+    if checks.stop is not None:
+        raise checks.stop
     return 0
 
 
@@ -213,6 +222,7 @@ def simulate(
     outage_target: Annotated[str, typer.Option(help="Which API the outage hits: all, gemini, openai.")] = "all",
     fault_target: Annotated[str, typer.Option(help="Which API the random faults hit: all, gemini, openai.")] = "all",
     quota_target: Annotated[str, typer.Option(help="Which API the daily quota applies to: all, gemini, openai.")] = "all",
+    metadata: Annotated[bool, typer.Option(help="Serve the model-metadata routes pre-flight uses (--no-metadata: act like a gateway without them).")] = True,
 ) -> int:
     """A local server speaking the Gemini and OpenAI image APIs, with latency and fault injection."""
     from nbbatch.model import parse_interval
@@ -226,6 +236,7 @@ def simulate(
             latency=(lat.low, lat.high), retry_delay=retry_delay, daily_quota=daily_quota,
             outage=(window.low, window.high) if window else None, api_key=api_key, seed=seed,
             outage_target=outage_target, fault_target=fault_target, quota_target=quota_target,
+            metadata=metadata,
         )
         options = SimulatorOptions(**settings)
     except ValueError as exc:

@@ -166,3 +166,19 @@ def plan_table(plan, *, interval: str, concurrency: int) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def checks_lines(result) -> list[str]:
+    """What `plan` says of each provider's pre-flight."""
+    lines = []
+    for check in result.checks:
+        role = "" if check.items else " (backup)"
+        if check.passed:
+            state = "ok"
+        elif check.unavailable:
+            state = f"not checked ({check.unavailable}); the first request will tell"
+        else:
+            state = check.error.message
+        lines.append(f"pre-flight: {check.provider}{role} {check.model}: {state}")
+    lines += [f"pre-flight: skipped {reason}" for reason in result.skipped]
+    return lines

@@ -17,11 +17,12 @@ from nbbatch.engine.failover import candidates
 from nbbatch.engine.image_job import ImageMaker
 from nbbatch.engine.job import ImageJob
 from nbbatch.engine.pacing import Clock, Sleep
+from nbbatch.engine.preflight import blocking, needs_of, run_checks
 from nbbatch.engine.pricing import Pricing
 from nbbatch.engine.recorder import Recorder
 from nbbatch.engine.steering import Lane, Steering
 from nbbatch.engine.summary import RunSummary, exit_code_for
-from nbbatch.errors import ExitCode
+from nbbatch.errors import ExitCode, QuotaExhaustedError
 from nbbatch.model import Item, Manifest
 from nbbatch.providers import registry
 from nbbatch.providers.base import Provider
@@ -97,7 +98,9 @@ class Dispatcher:
 
     # -- the loop ------------------------------------------------------------------------
 
-    async def run(self, pending: list[ImageRow]) -> RunSummary:
+    async def run(self, pending: list[ImageRow], *, preflight: bool = True) -> RunSummary:
+        if preflight:
+            await self._preflight(pending)
         window = sum(lane.concurrency for lane in self.steering.lanes.values()) * WINDOW_PER_SLOT
         for row in pending:
             if self.stop:
@@ -117,6 +120,33 @@ class Dispatcher:
             await self._changed.wait()
         await self._close_providers()
         return self._summary()
+
+    async def _preflight(self, pending: list[ImageRow]) -> None:
+        """Check keys and models before the first generation request (see preflight.py)."""
+        lanes = self.steering.lanes
+        items = {row.id: self.items[row.id] for row in pending if row.id in self.items}
+        routes = {i: self.steering.usable(candidates(item, self.manifest.failover))
+                  for i, item in items.items()}
+        needs = needs_of(items.values(), routes, {n: lane.model for n, lane in lanes.items()})
+        checks = await run_checks({n: lane.provider for n, lane in lanes.items()}, needs)
+        if (error := blocking(checks)) is not None:
+            await self._close_providers()
+            raise error
+        named = {provider for provider, _ in needs.named_by}
+        for check in checks:
+            lane = lanes[check.provider]
+            if check.passed:
+                lane.open_up()
+            elif check.unavailable:
+                self._emit(Event(EventKind.PROVIDER, f"{check.provider}: pre-flight could not "
+                                 f"check {check.model} ({check.unavailable}); its first request "
+                                 "goes alone", provider=check.provider, level=Level.DEBUG))
+            elif isinstance(check.error, QuotaExhaustedError) or check.provider not in named:
+                assert check.error is not None
+                self.steering.drop(lane, check.error)  # a backup that could never serve
+        if self.steering.all_dropped():
+            self.halt(Stop(StopKind.QUOTA, "no provider can serve: run again when the quota "
+                                           "resets"))
 
     def _reserve(self, item: Item, usable: tuple[str, ...]) -> float:
         """The most one of `item`'s images may cost on any provider that may make it."""
@@ -173,9 +203,10 @@ class Dispatcher:
         counts = ledger.counts()
         fatal = self.steering.fatal
         code = exit_code_for(counts, interrupted=self.interrupted_by, fatal=fatal,
-                             all_dropped=self.steering.all_dropped())
+                             all_dropped=self.steering.all_dropped(),
+                             stuck_on_fatal=self.recorder.stuck_on_fatal)
         stop = self.stop
-        if fatal:
+        if fatal and code == fatal.exit_code:
             stop = Stop(StopKind.FATAL, f"{fatal.provider or 'provider'}: {fatal.message}")
         return RunSummary(
             counts=counts, cost=ledger.cost_summary(), exit_code=code, stop=stop,

@@ -73,7 +73,8 @@ class ImageMaker:
                 self._halt(Stop(StopKind.QUOTA, f"quota exhausted on {names}: run again when "
                                                 "it resets"), False)
         except FatalError as exc:
-            record.ledger.mark_pending(job.key, kind=exc.kind, message=exc.message)
+            record.pending(job, exc.kind, exc.message, level=Level.DEBUG)
+            record.stuck_on_fatal += 1
             if self.steering.all_dropped():
                 self._halt(Stop(StopKind.FATAL, f"{exc.provider}: {exc.message}"), True)
         except LedgerError as exc:
@@ -108,7 +109,11 @@ class ImageMaker:
                 if started is None:
                     router.failed_otherwise(choice)
                     continue  # switched away or dropped while this attempt waited
-                return await self._send(job, lane, choice, attempt)
+                async with lane.sending():
+                    if not router.still_valid(choice, job.candidates):
+                        router.failed_otherwise(choice)
+                        continue  # it tripped while this attempt waited to go alone
+                    return await self._send(job, lane, choice, attempt)
 
     async def _send(self, job: ImageJob, lane: Lane, choice: Choice,
                     request: ImageRequest) -> GeneratedImage:

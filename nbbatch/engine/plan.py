@@ -1,15 +1,21 @@
-"""`nbbatch plan`: what a run would do, from the manifest and the ledger. Sends nothing."""
+"""`nbbatch plan`: what a run would do, from the manifest and the ledger, and (unless asked
+not to) the run's pre-flight checks. Sends no generation request."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from nbbatch import catalog
+from nbbatch.engine.failover import candidates
+from nbbatch.engine.preflight import Check, blocking, needs_of, run_checks
 from nbbatch.engine.pricing import Pricing
+from nbbatch.errors import FatalError, UsageError
 from nbbatch.model import Manifest
+from nbbatch.providers import create_provider, registry
 from nbbatch.settings import Settings
 from nbbatch.store import LEDGER_FILE
 from nbbatch.store.ledger import LedgerView
@@ -60,6 +66,37 @@ def plan_batch(settings: Settings) -> Plan:
         estimated_seconds=seconds, estimated_cost=cost,
         warnings=tuple(model_warnings(manifest)),
     )
+
+
+@dataclass(frozen=True)
+class PlanChecks:
+    checks: tuple[Check, ...]  # what the providers' metadata routes said
+    skipped: tuple[str, ...]  # providers not checked, and why (no key set)
+    stop: FatalError | None  # what would stop a run before its first request
+
+
+def check_providers(manifest: Manifest, env: Mapping[str, str]) -> PlanChecks:
+    """The run's pre-flight, for `plan`: free metadata requests, no generation request."""
+    routes = {item.id: candidates(item, manifest.failover) for item in manifest.items}
+    names = {name for route in routes.values() for name in route}
+    providers, skipped = {}, []
+    for name in sorted(names):
+        try:
+            providers[name] = create_provider(manifest.provider(name), env)
+        except UsageError as exc:  # no key for it here: a run would say so, plan only notes it
+            skipped.append(f"{name}: {exc.message}")
+    backups = {n: manifest.provider(n).model or registry.default_model(n) for n in providers}
+    needs = needs_of(manifest.items, routes, backups)
+
+    async def check_all() -> list[Check]:
+        try:
+            return await run_checks(providers, needs)
+        finally:
+            for provider in providers.values():
+                await provider.aclose()
+
+    checks = asyncio.run(check_all()) if providers else []
+    return PlanChecks(tuple(checks), tuple(skipped), blocking(checks))
 
 
 def model_warnings(manifest: Manifest, today: datetime.date | None = None) -> Iterator[str]:

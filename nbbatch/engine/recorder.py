@@ -33,6 +33,7 @@ class Recorder:
         self._clock, self._wall = clock, wall
         self.spent = 0.0  # USD this run: images made, and attempts that may have been billed
         self.dearest_seen: dict[str, float] = {}  # model -> highest cost of one image
+        self.stuck_on_fatal = 0  # images left pending because no provider could take them
 
     def attempt(self, job: ImageJob, model: str, started: float, t0: float, outcome: Outcome,
                 exc: ProviderError | None, *, possibly_billed: bool = False) -> None:

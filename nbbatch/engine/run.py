@@ -21,7 +21,7 @@ from nbbatch.engine.events import EventSink
 from nbbatch.engine.failover import candidates
 from nbbatch.engine.pricing import Pricing
 from nbbatch.engine.summary import RunSummary
-from nbbatch.errors import ExitCode, UsageError
+from nbbatch.errors import ExitCode, NbbatchError, UsageError
 from nbbatch.model import Manifest
 from nbbatch.providers import create_provider
 from nbbatch.providers.base import Provider
@@ -100,7 +100,11 @@ def run_batch(
             budget = Budget(options.max_images, options.max_cost, options.max_duration)
             dispatcher = Dispatcher(manifest, ledger, store, providers, budget=budget,
                                     on_event=on_event)
-            summary = asyncio.run(_drive(dispatcher, pending, handle_signals))
+            try:
+                summary = asyncio.run(_drive(dispatcher, pending, handle_signals))
+            except NbbatchError as exc:  # the pre-flight refused a key or a model
+                ledger.finish_run(run_id, int(exc.exit_code))
+                raise
             ledger.finish_run(run_id, int(summary.exit_code))
     return summary
 

@@ -8,8 +8,9 @@ start. The state shown to the user is derived from both, never stored beside the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from nbbatch.engine.events import Event, EventKind, Level, ProviderState
 from nbbatch.engine.failover import Choice, Router
@@ -43,12 +44,30 @@ class Lane:
         self.opened = False
         self.answered = False
         self.retrying = False  # the last answer was a transient failure
+        # After an overload answer, one request at a time until a success (or a trip): an
+        # outage then costs `trip_after` requests, plus what was already in flight.
+        self.cautious = False
+        self.in_flight = 0
+        self._flights = asyncio.Condition()
 
     def open_up(self) -> None:
         if not self.opened:
             self.opened = True
             for _ in range(self.concurrency - 1):
                 self.slots.release()
+
+    @contextlib.asynccontextmanager
+    async def sending(self) -> AsyncIterator[None]:
+        """Hold while a request is in flight; while cautious, only with none other."""
+        async with self._flights:
+            await self._flights.wait_for(lambda: not self.cautious or self.in_flight == 0)
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            async with self._flights:
+                self.in_flight -= 1
+                self._flights.notify_all()
 
 
 class Steering:
@@ -105,7 +124,7 @@ class Steering:
     # -- what an answer means ------------------------------------------------------------
 
     def succeeded(self, lane: Lane, choice: Choice) -> None:
-        lane.answered, lane.retrying = True, False
+        lane.answered, lane.retrying, lane.cautious = True, False, False
         lane.open_up()
         recovered = self.router.succeeded(choice)
         self._tell(lane, detail="recovered: serving again" if recovered else "")
@@ -120,6 +139,7 @@ class Steering:
         answer = exc
         lane.retrying = isinstance(exc, TransientError)
         if isinstance(exc, TransientError) and exc.overload:
+            lane.cautious = True
             if self.router.overloaded(choice):
                 self._tell(lane, Level.WARNING, f"{self.router.trip_after} overloads in a row; "
                                                 f"probing every {self.router.probe_every:g}s")

@@ -26,11 +26,12 @@ class RunSummary:
 
 
 def exit_code_for(counts: Counts, *, interrupted: ExitCode | None, fatal: FatalError | None,
-                  all_dropped: bool) -> ExitCode:
-    """A signal wins; then a fatal answer that left work undone; then what is left."""
+                  all_dropped: bool, stuck_on_fatal: int = 0) -> ExitCode:
+    """A signal wins; then a fatal answer (a rejected key, an unknown model) that stopped the
+    run or left images with no provider to take them; then what is left."""
     if interrupted:
         return interrupted
-    if fatal and (counts.pending or all_dropped):
+    if fatal and (all_dropped or stuck_on_fatal):
         return fatal.exit_code
     if counts.pending:
         return ExitCode.TEMPFAIL

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import httpx
@@ -20,12 +20,14 @@ from nbbatch.errors import (
     BlockedError,
     FatalError,
     InvalidRequestError,
+    OptionError,
+    ProviderError,
     QuotaExhaustedError,
     TransientError,
     UnknownModelError,
 )
 from nbbatch.images import NotAnImageError, detect_image
-from nbbatch.providers.base import GeneratedImage, ImageRequest
+from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest
 from nbbatch.providers.wire import (
     as_dict,
     as_text,
@@ -35,6 +37,7 @@ from nbbatch.providers.wire import (
     retry_after_from_headers,
 )
 from nbbatch.redaction import Redactor
+from nbbatch.text import shown
 
 # finishReasons that mean "refused on policy grounds": the image fails and is not retried.
 BLOCKING_FINISH_REASONS = frozenset({
@@ -47,13 +50,30 @@ _LIMIT_ZERO = re.compile(r"\blimit: 0(?![\d.])")  # the tier has no quota at all
 _URLSAFE = str.maketrans("-_", "+/")
 
 
-def build_body(request: ImageRequest) -> dict[str, Any]:
+MODALITIES = ("TEXT", "IMAGE")  # what the image models answer with unless told otherwise
+
+
+def check_modalities(options: Mapping[str, Any]) -> dict[str, Any]:
+    """`response_modalities`: a list of TEXT and IMAGE that includes IMAGE."""
+    out = dict(options)
+    value = out.get("response_modalities")
+    if value is not None:
+        if (not isinstance(value, list) or not value
+                or any(m not in MODALITIES for m in value) or "IMAGE" not in value):
+            raise OptionError("response_modalities", 'must be a list of "TEXT" and "IMAGE" that '
+                              f"includes IMAGE, e.g. [IMAGE], got {shown(value)}")
+        out["response_modalities"] = [str(m) for m in value]
+    return out
+
+
+def build_body(request: ImageRequest,
+               modalities: Sequence[str] = MODALITIES) -> dict[str, Any]:
     """The generateContent request for one image: prompt, reference images, image options."""
     parts: list[dict[str, Any]] = [{"text": request.prompt}]
     for ref in request.references:
         data = base64.b64encode(ref.data).decode("ascii")
         parts.append({"inlineData": {"mimeType": ref.mime_type, "data": data}})
-    config: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"]}
+    config: dict[str, Any] = {"responseModalities": list(modalities)}
     image_config = {"aspectRatio": request.aspect_ratio, "imageSize": request.image_size}
     image_config = {key: value for key, value in image_config.items() if value is not None}
     if image_config:
@@ -100,6 +120,34 @@ def classify(
         wrapped = error.get("code") if isinstance(error, dict) else None
         code = wrapped if isinstance(wrapped, int) and 400 <= wrapped < 600 else 500
     _raise_for_error(code, headers, body, doc, ctx, redact, key_env, (hints or {}).get(code))
+
+
+def check_answer(status: int, headers: Mapping[str, str], body: bytes, *, provider: str,
+                 redact: Redactor, model: str, key_env: str | None = None,
+                 hints: Mapping[int, str] | None = None) -> None:
+    """Read the answer to `GET .../models/{model}`: return when the model exists and the key
+    is accepted, raise what the answer means otherwise (see Provider.check)."""
+    doc = _parse(body)
+    if 200 <= status < 300:
+        if doc is not None and isinstance(doc.get("name"), str):
+            return
+        raise CheckUnavailable(f"HTTP {status} without a model description")
+    error = as_dict(get(doc, "error"))
+    if status == 404:
+        text = as_text(error.get("message")) or ""
+        if error.get("status") == "NOT_FOUND" and "models/" in text:
+            raise UnknownModelError(redact.message(f"model {model!r} is not known: {text}"),
+                                    provider=provider, status=status)
+        raise CheckUnavailable("the metadata route answered 404")
+    ctx: dict[str, Any] = {"provider": provider, "status": status, "request_id": None,
+                           "usage": None}
+    try:
+        _raise_for_error(status, httpx.Headers(headers), body, doc, ctx, redact, key_env,
+                         (hints or {}).get(status))
+    except (FatalError, QuotaExhaustedError):
+        raise
+    except ProviderError as exc:  # busy, a gateway's page, anything that says nothing
+        raise CheckUnavailable(exc.message) from None
 
 
 def _read_content(
@@ -181,6 +229,12 @@ def _raise_for_error(
         if any(str(d.get("reason", "")).startswith("API_KEY_") for d in details):
             variable = key_env or "the API key variable"
             raise FatalError(f"{message} Check {variable}.", **ctx)
+        if get(as_dict(error), "status") == "FAILED_PRECONDITION":
+            # The caller is refused, not the request (the API is not offered where the
+            # request comes from): every image would fail the same way.
+            raise FatalError(redact.message(
+                f"{message} (the service refuses requests from where this runs: use Vertex AI "
+                "or another provider, or run from a region the Gemini API serves)"), **ctx)
         raise InvalidRequestError(message, **ctx)
     if code in (401, 403):
         raise FatalError(message, **ctx)
@@ -198,7 +252,7 @@ def _raise_for_error(
         )
     if code == 503:
         raise TransientError(message, overload=True, retry_after=waited, **ctx)
-    if code >= 500 or code == 408 or code < 300:
+    if code >= 500 or code in (408, 499) or code < 300:  # 499: cancelled under load
         raise TransientError(message, retry_after=waited, **ctx)
     raise InvalidRequestError(message, **ctx)
 

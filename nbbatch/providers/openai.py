@@ -7,14 +7,20 @@ sent is built in openai_requests.py; what comes back is read in openai_answers.p
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from nbbatch.errors import InvalidRequestError, OptionError, TransientError, UsageError
 from nbbatch.model import ProviderConfig
-from nbbatch.providers.base import GeneratedImage, ImageRequest, Provider
-from nbbatch.providers.openai_answers import DEFAULT_KEY_ENV, ImageURL, classify, image_from_bytes
+from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest, Provider
+from nbbatch.providers.openai_answers import (
+    DEFAULT_KEY_ENV,
+    ImageURL,
+    check_answer,
+    classify,
+    image_from_bytes,
+)
 from nbbatch.providers.openai_requests import (
     build_edit_form,
     build_generation_body,
@@ -66,6 +72,18 @@ class OpenAIProvider(Provider):
         if "project" in self.options:
             self._headers["OpenAI-Project"] = self.options["project"]
         self._client = new_client(transport, config.timeout)
+
+    async def check(self, model: str) -> None:
+        try:
+            raw = await get_bytes(self._client, f"{self._base_url}/models/{quote(model, safe='')}",
+                                  headers=self._headers, timeout=min(self.config.timeout, 30.0),
+                                  max_bytes=1024 * 1024, provider=self.name,
+                                  redact=self._redact)
+        except TransientError as exc:
+            raise CheckUnavailable(exc.message) from None
+        check_answer(raw.status, raw.headers, raw.body, provider=self.name,
+                     redact=self._redact, model=model,
+                     key_env=self.config.api_key_env or DEFAULT_KEY_ENV)
 
     async def generate(self, request: ImageRequest) -> GeneratedImage:
         try:

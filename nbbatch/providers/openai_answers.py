@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -20,12 +21,13 @@ from nbbatch.errors import (
     BlockedError,
     FatalError,
     InvalidRequestError,
+    ProviderError,
     QuotaExhaustedError,
     TransientError,
     UnknownModelError,
 )
 from nbbatch.images import NotAnImageError, detect_image
-from nbbatch.providers.base import GeneratedImage
+from nbbatch.providers.base import CheckUnavailable, GeneratedImage
 from nbbatch.providers.wire import (
     as_dict,
     as_text,
@@ -37,6 +39,7 @@ from nbbatch.providers.wire import (
 from nbbatch.redaction import Redactor
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+_LIMIT_ZERO = re.compile(r"\blimit: 0(?![\d.])", re.IGNORECASE)  # the tier has no quota here
 
 # error.code values that mean the account has no money or credit left: nothing will work today.
 QUOTA_CODES = frozenset({
@@ -133,6 +136,29 @@ def image_from_bytes(
                           request_id=request_id, text=text)
 
 
+def check_answer(status: int, headers: Mapping[str, str], body: bytes, *, provider: str,
+                 redact: Redactor, model: str, key_env: str | None = None) -> None:
+    """Read the answer to `GET /models/{model}`: return when the model exists and the key is
+    accepted, raise what the answer means otherwise (see Provider.check)."""
+    doc = parse_object(body)
+    if 200 <= status < 300:
+        if doc is not None and isinstance(doc.get("id"), str):
+            return
+        raise CheckUnavailable(f"HTTP {status} without a model description")
+    code = as_text(as_dict(get(doc, "error")).get("code"))
+    if status == 404 and code != "model_not_found":  # a gateway without the route
+        raise CheckUnavailable("the models route answered 404")
+    ctx: dict[str, Any] = {"provider": provider, "status": status,
+                           "request_id": httpx.Headers(headers).get("x-request-id"),
+                           "usage": None}
+    try:
+        _raise_for_error(status, httpx.Headers(headers), body, doc, ctx, redact, model, key_env)
+    except (FatalError, QuotaExhaustedError):
+        raise
+    except ProviderError as exc:
+        raise CheckUnavailable(exc.message) from None
+
+
 def _raise_for_error(
     status: int,
     headers: httpx.Headers,
@@ -172,6 +198,9 @@ def _raise_for_error(
             hint = " (check the model name and base_url)"
         raise UnknownModelError(message + hint, **ctx)
     if status == 429 or code in OVERLOAD_CODES or kind in OVERLOAD_TYPES:
+        if _LIMIT_ZERO.search(provider_message or ""):  # "Limit: 0/1min": no quota at all
+            raise QuotaExhaustedError(
+                redact.message(f"quota exhausted (the limit is 0): {message}"), **ctx)
         if doc is None and status == 429:  # Cloudflare's "error code: 1015", text/plain
             edge = describe_body(status, body, redact)
             message = redact.message(f"rate limited at the edge: {edge}")

@@ -35,9 +35,9 @@ class ProviderSpec:
 
 _SPECS = (
     ProviderSpec("gemini", "nbbatch.providers.gemini", ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-                 "gemini-3-pro-image", ("gemini",)),
+                 "gemini-3-pro-image", ("gemini",), options=("response_modalities",)),
     ProviderSpec("vertex", "nbbatch.providers.vertex", (), "gemini-3-pro-image", ("gemini",),
-                 options=("project", "location"), needs_key=False),
+                 options=("project", "location", "response_modalities"), needs_key=False),
     # GPT image models can take minutes at high quality; Gemini answers within 180 s.
     ProviderSpec("openai", "nbbatch.providers.openai", ("OPENAI_API_KEY",), "gpt-image-1",
                  ("openai",), timeout=300.0, options=OPENAI_OPTIONS),

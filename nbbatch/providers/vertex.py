@@ -27,9 +27,9 @@ import httpx
 from nbbatch.errors import FatalError, OptionError, ProviderError, TransientError, UsageError
 from nbbatch.model import ProviderConfig
 from nbbatch.providers import google
-from nbbatch.providers.base import GeneratedImage, ImageRequest, Provider
-from nbbatch.providers.gemini import MAX_RESPONSE_BYTES
-from nbbatch.providers.wire import RawResponse, new_client, post_json, redactor
+from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest, Provider
+from nbbatch.providers.gemini import CHECK_BYTES, CHECK_TIMEOUT, MAX_RESPONSE_BYTES
+from nbbatch.providers.wire import RawResponse, get_bytes, new_client, post_json, redactor
 from nbbatch.redaction import Redactor
 
 DEFAULT_HOST = "https://aiplatform.googleapis.com"
@@ -68,7 +68,7 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         value = options.get(key)
         if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
             raise OptionError(key, f"{value!r} is not a valid Google Cloud {key}")
-    return dict(options)
+    return google.check_modalities(options)
 
 
 class VertexProvider(Provider):
@@ -91,7 +91,8 @@ class VertexProvider(Provider):
         field = f"providers.{config.name}"
         if api_key is not None:
             variable = config.api_key_env or "the API key variable"
-            self._prefix = f"{(config.base_url or DEFAULT_HOST).rstrip('/')}/v1"
+            self._host = (config.base_url or DEFAULT_HOST).rstrip("/")
+            self._prefix = f"{self._host}/v1"
             self._hints = {
                 401: f"Check {variable}: Vertex AI takes only express-mode API keys; without "
                 "api_key_env nbbatch uses Application Default Credentials.",
@@ -109,8 +110,9 @@ class VertexProvider(Provider):
                     f"{field}.api_key_env to use an express-mode API key."
                 )
             location = _setting(config.options, "location", _LOCATION, field) or DEFAULT_LOCATION
-            host = (config.base_url or _host_for(location)).rstrip("/")
-            self._prefix = f"{host}/v1/projects/{quote(project, safe=':')}/locations/{location}"
+            self._host = (config.base_url or _host_for(location)).rstrip("/")
+            self._prefix = (f"{self._host}/v1/projects/{quote(project, safe=':')}"
+                            f"/locations/{location}")
             self._hints = {
                 401: f"Check the Application Default Credentials: {_ADC_HELP}.",
                 403: f"Check that project {project} has the Vertex AI API enabled and that "
@@ -119,14 +121,39 @@ class VertexProvider(Provider):
                 f"project {project})",
             }
         self._client = new_client(transport, config.timeout)
+        self._modalities = config.options.get("response_modalities") or google.MODALITIES
 
     def url_for(self, model: str) -> str:
         # People paste ids from the console ("publishers/google/models/…") or ListModels.
         model = model.removeprefix("publishers/google/").removeprefix("models/")
         return f"{self._prefix}/publishers/google/models/{quote(model, safe='')}:generateContent"
 
+    async def check(self, model: str) -> None:
+        """The publisher model resource (Model Garden): it says whether the key or the
+        credentials are accepted. Whether a location serves a model it does not say
+        reliably, so a 404 leaves that to the first generation request."""
+        model = model.removeprefix("publishers/google/").removeprefix("models/")
+        url = f"{self._host}/v1beta1/publishers/google/models/{quote(model, safe='')}"
+        try:
+            if self._api_key is not None:
+                headers, redact = {"x-goog-api-key": self._api_key}, self._key_redact
+            else:
+                token = await self._token()
+                headers, redact = self._bearer(token), redactor(token)
+            raw = await get_bytes(self._client, url, headers=headers, timeout=min(
+                self.config.timeout, CHECK_TIMEOUT), max_bytes=CHECK_BYTES, provider=self.name,
+                redact=redact)
+        except TransientError as exc:
+            raise CheckUnavailable(exc.message) from None
+        if raw.status == 404:
+            raise CheckUnavailable("the publisher model route answered 404")
+        google.check_answer(raw.status, raw.headers, raw.body, provider=self.name,
+                            redact=redact, model=model, key_env=self.config.api_key_env,
+                            hints=self._hints)
+
     async def generate(self, request: ImageRequest) -> GeneratedImage:
-        url, body = self.url_for(request.model), google.build_body(request)
+        url = self.url_for(request.model)
+        body = google.build_body(request, self._modalities)
         if self._api_key is not None:
             headers = {"x-goog-api-key": self._api_key}
             raw = await self._post(url, body, headers, self._key_redact)

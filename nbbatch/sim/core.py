@@ -100,7 +100,8 @@ class SimulatorCore:
         self._start = clock()
         self._lock = threading.Lock()
         self._rng = random.Random(options.seed)
-        self._log: list[dict[str, Any]] = []
+        self._log: list[dict[str, Any]] = []  # generation requests
+        self._metadata_log: list[dict[str, Any]] = []
         self._quota_used: dict[str, int] = {}  # successful images per API
         self._files: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._routes = tuple(routes)
@@ -117,6 +118,7 @@ class SimulatorCore:
                 return response
         admin = {
             ("GET", "/_sim/requests"): lambda: json_response(200, self.requests()),
+            ("GET", "/_sim/metadata"): lambda: json_response(200, self.metadata_requests()),
             ("GET", "/_sim/stats"): lambda: json_response(200, self.stats()),
             ("POST", "/_sim/reset-quota"): lambda: json_response(200, self.reset_quota()),
             ("POST", "/_sim/configure"): lambda: self._configure_route(body),
@@ -153,6 +155,26 @@ class SimulatorCore:
         entry.update(status=response.status, outcome=outcome)
         with self._lock:
             self._log.append(entry)
+        return response
+
+    def metadata(self, provider: str, model: str,
+                 answer: Callable[[SimulatorOptions], SimResponse]) -> SimResponse:
+        """A free metadata request (a model's description): logged apart from generation
+        requests, and answered by `answer` (raising Reject for a bad key). Outages, quotas
+        and faults do not apply: such routes stay up when the model is overloaded."""
+        with self._lock:
+            opts = self.options
+        try:
+            if not opts.metadata:
+                raise Reject(SimResponse(404, {"Content-Type": "text/html"},
+                                         b"<html><body>404 Not Found</body></html>"), "not_found")
+            response = answer(opts)
+        except Reject as r:
+            response = r.response
+        with self._lock:
+            self._metadata_log.append({"t": round(self._clock() - self._start, 3),
+                                       "provider": provider, "model": model,
+                                       "status": response.status})
         return response
 
     def _decide(
@@ -202,6 +224,10 @@ class SimulatorCore:
     def requests(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(entry) for entry in self._log]
+
+    def metadata_requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(entry) for entry in self._metadata_log]
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -28,7 +28,8 @@ from nbbatch.sim.images import draw_image
 from nbbatch.sim.options import SimulatorOptions
 
 PROVIDER = "gemini"
-_PREFIX, _SUFFIX = "/v1beta/models/", ":generateContent"
+_PREFIXES = ("/v1beta/models/", "/v1/models/")  # the google-genai SDK now defaults to v1
+_SUFFIX = ":generateContent"
 
 
 def route(
@@ -40,18 +41,22 @@ def route(
     body: bytes,
 ) -> SimResponse | None:
     """Answer a Gemini route, or None when `path` is not one (headers: lower-case names)."""
-    if not (path.startswith(_PREFIX) and path.endswith(_SUFFIX)) or method != "POST":
+    prefix = next((p for p in _PREFIXES if path.startswith(p)), None)
+    if prefix is None:
         return None
-    model = path[len(_PREFIX) : -len(_SUFFIX)]
+    version = prefix.split("/")[1]
+    key = headers.get("x-goog-api-key") or (query.get("key") or [""])[0]
+    if method == "GET" and _SUFFIX not in path:
+        if prefix == "/v1/models/" and not key and "authorization" in headers:
+            return None  # OpenAI's GET /v1/models/{model}: same path, its own key header
+        return _describe_model(core, path[len(prefix):], key, version)
+    if not path.endswith(_SUFFIX) or method != "POST":
+        return None
+    model = path[len(prefix) : -len(_SUFFIX)]
 
     def admit(opts: SimulatorOptions, entry: dict[str, Any]) -> _Parsed:
-        _check_key(opts, headers.get("x-goog-api-key") or (query.get("key") or [""])[0])
-        info = MODELS.get(model)
-        if info is None or info.family != "gemini":
-            raise Reject(error(404, "NOT_FOUND", (
-                f"models/{model} is not found for API version v1beta, or is not supported "
-                "for generateContent. Call ListModels to see the list of available models "
-                "and their supported methods.")), "not_found")
+        _check_key(opts, key)
+        info = _known(model, version, "generateContent")
         parsed = _parse_body(body)
         entry.update(prompt=parsed.prompt, references=parsed.references)
         _validate(parsed, info)
@@ -59,6 +64,32 @@ def route(
         return parsed
 
     return core.generation(PROVIDER, model, admit, _render)
+
+
+def _known(model: str, version: str, method: str) -> ModelInfo:
+    info = MODELS.get(model)
+    if info is None or info.family != "gemini":
+        raise Reject(error(404, "NOT_FOUND", (
+            f"models/{model} is not found for API version {version}, or is not supported for "
+            f"{method}. Call ListModels to see the list of available models and their "
+            "supported methods.")), "not_found")
+    return info
+
+
+def _describe_model(core: SimulatorCore, model: str, key: str, version: str) -> SimResponse:
+    """GET models/{model}: the model's description, as ListModels gives it."""
+
+    def answer(opts: SimulatorOptions) -> SimResponse:
+        _check_key(opts, key)
+        info = _known(model, version, "get")
+        return json_response(200, {
+            "name": f"models/{info.id}", "version": "001", "displayName": info.id,
+            "description": "An image model (simulated).", "inputTokenLimit": 65536,
+            "outputTokenLimit": 32768,
+            "supportedGenerationMethods": ["generateContent", "countTokens",
+                                           "batchGenerateContent"]})
+
+    return core.metadata(PROVIDER, model, answer)
 
 
 def error(code: int, status: str, message: str, details: list | None = None) -> SimResponse:
@@ -155,7 +186,7 @@ def _parse_body(body: bytes) -> _Parsed:
             if inline is not None:
                 data = _get(_object(inline, "inline_data", None), "data")
                 try:
-                    base64.b64decode(data or "", validate=True)
+                    _b64decode(data)
                 except (ValueError, TypeError):
                     raise _invalid(f"Invalid value at 'contents[{i}].parts[{j}].inline_data.data' "
                                    "(TYPE_BYTES), Base64 decoding failed") from None
@@ -316,3 +347,10 @@ def _image_parts(model: str, p: _Parsed, scale: int) -> list[dict[str, Any]]:
          "thoughtSignature": base64.b64encode(signature).decode()},
     ]
 
+
+def _b64decode(data: object) -> bytes:
+    """Bytes fields take standard or URL-safe base64, padded or not, as protobuf JSON does."""
+    if not isinstance(data, str):
+        raise ValueError("not a string")
+    text = data.translate(str.maketrans("-_", "+/"))
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)

@@ -120,8 +120,12 @@ def route(
     headers: Mapping[str, str],
     body: bytes,
 ) -> SimResponse | None:
-    """Answer an OpenAI images route (/v1/images/...), or None when `path` is not one.
-    Header names are lower-case. Other /v1/ paths are left free (Vertex AI uses /v1/ too)."""
+    """Answer an OpenAI images route (/v1/images/...) or GET /v1/models/{model}, or None when
+    `path` is not one. Header names are lower-case. Other /v1/ paths are left free (Vertex AI
+    uses /v1/ too)."""
+    if path.startswith("/v1/models/") and method == "GET":
+        return _describe_model(core, path.removeprefix("/v1/models/"),
+                               headers.get("authorization", ""))
     if not path.startswith("/v1/images/"):
         return None
     endpoint = _ROUTES.get(path)
@@ -163,6 +167,19 @@ def _default_model(endpoint: str) -> str:
     # Generations default to dall-e-2 "unless a parameter specific to the GPT image models is
     # used"; edits to gpt-image-1.5 (as the API documents). The first rule is simplified.
     return "dall-e-2" if endpoint == "generations" else "gpt-image-1.5"
+
+
+def _describe_model(core: SimulatorCore, model: str, authorization: str) -> SimResponse:
+    def answer(opts: SimulatorOptions) -> SimResponse:
+        _check_key(opts, authorization)
+        info = MODELS.get(model)
+        if info is None or info.family != PROVIDER:
+            raise Reject(error(404, f"The model '{model}' does not exist", param="model",
+                               code="model_not_found"), "not_found")
+        return json_response(200, {"id": model, "object": "model", "created": 1_700_000_000,
+                                   "owned_by": "system"})
+
+    return core.metadata(PROVIDER, model, answer)
 
 
 def _check_key(opts: SimulatorOptions, authorization: str) -> None:

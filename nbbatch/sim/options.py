@@ -30,6 +30,7 @@ class SimulatorOptions:
     outage_target: str = "all"  # "gemini" | "openai" | "all": which API the outage hits
     fault_target: str = "all"  # which API the random faults hit
     quota_target: str = "all"  # which API daily_quota limits
+    metadata: bool = True  # False: no model-metadata routes, like many gateways
 
     def __post_init__(self) -> None:
         # Lists arrive from JSON (/_sim/configure); keep tuples so options stay comparable.
