@@ -1,8 +1,9 @@
 """Known image models: aspect ratios, sizes, prices, shutdown dates — one entry per model.
 
 Prices are the providers' published list prices of late 2026 (OpenAI's per quality and pixel
-size; Gemini's per image size; batch jobs at half price). Unknown models are allowed
-(gateways, new releases): they get no validation and no price.
+size; Gemini's per image size; Stability's one flat price per model; batch jobs at half
+price). Unknown models are allowed (gateways, new releases): they get no validation and no
+price.
 """
 
 from __future__ import annotations
@@ -19,18 +20,23 @@ FLASH_31_RATIOS = (*GEMINI_RATIOS, "1:4", "4:1", "1:8", "8:1")
 # OpenAI takes pixel sizes, not ratios: each ratio is sent as the model's nearest size.
 OPENAI_RATIOS = GEMINI_RATIOS
 GPT_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
+# Stability's generate endpoints take exactly these; providers/stability.py maps any other
+# ratio to the nearest of them when Stability stands in as a backup.
+STABILITY_RATIOS = ("21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21")
 DALL_E_3_SIZES = ((1024, 1024), (1792, 1024), (1024, 1792))
 DALL_E_SHUTDOWN = date(2026, 5, 12)  # reported by third parties, not by OpenAI
 BATCH_DISCOUNT = 0.5  # the Gemini and OpenAI batch APIs charge half the online price
 QUALITIES = ("low", "medium", "high")
 
+# "models/…" and "publishers/…" paths are Google's resource names, not OpenRouter vendors.
+_NOT_VENDORS = ("models", "publishers")
 _RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     id: str
-    family: str  # "gemini" | "openai": the providers that can serve it are in the registry
+    family: str  # "gemini", "openai", "stability", "openrouter": who serves it is in the registry
     aspect_ratios: tuple[str, ...]
     image_sizes: tuple[str, ...]  # first: what the model makes when no size is asked
     # USD per image, online. Gemini: by image size ("*": any). OpenAI: "quality/WxH".
@@ -84,6 +90,22 @@ _MODELS = [
               replacements=("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")),
     ModelInfo("dall-e-2", "openai", ("1:1",), ("1K",), {"*": 0.02}, ((1024, 1024),),
               shutdown=DALL_E_SHUTDOWN, replacements=("gpt-image-1-mini", "gpt-image-1")),
+    # Stability: a flat rate per image in credits, 1 credit = $0.01 (Core 3, Ultra 8,
+    # SD3.5 Large 6.5, Large Turbo 4, Medium 3.5); one output size of about 1-1.5 MP.
+    ModelInfo("stable-image-core", "stability", STABILITY_RATIOS, ("1K",), {"*": 0.03}),
+    ModelInfo("stable-image-ultra", "stability", STABILITY_RATIOS, ("1K",), {"*": 0.08}),
+    ModelInfo("sd3.5-large", "stability", STABILITY_RATIOS, ("1K",), {"*": 0.065}),
+    ModelInfo("sd3.5-large-turbo", "stability", STABILITY_RATIOS, ("1K",), {"*": 0.04}),
+    ModelInfo("sd3.5-medium", "stability", STABILITY_RATIOS, ("1K",), {"*": 0.035}),
+    # OpenRouter passes the upstream price through; these are the upstream per-image prices,
+    # for plans and budgets. A run records the cost OpenRouter reports for each image instead.
+    ModelInfo("google/gemini-3-pro-image-preview", "openrouter", GEMINI_RATIOS,
+              ("1K", "2K", "4K"), _PRO),
+    ModelInfo("google/gemini-3.1-flash-image-preview", "openrouter", FLASH_31_RATIOS,
+              ("1K", "512", "2K", "4K"), _FLASH),
+    ModelInfo("google/gemini-2.5-flash-image", "openrouter", GEMINI_RATIOS, ("1K",),
+              {"*": 0.039}),
+    ModelInfo("openai/gpt-image-1", "openrouter", OPENAI_RATIOS, ("1K",), {"*": 0.042}),
 ]
 MODELS: dict[str, ModelInfo] = {m.id: m for m in _MODELS}
 
@@ -93,11 +115,19 @@ def lookup(model: str) -> ModelInfo | None:
 
 
 def family(model: str) -> str | None:
-    """The model family a model belongs to, when nbbatch can tell."""
+    """The model family a model belongs to, when nbbatch can tell: the catalog's, else by
+    the shape of its name."""
     info = MODELS.get(model)
     if info is not None:
         return info.family
-    return "openai" if model.startswith(("gpt-image", "dall-e")) else None
+    if model.startswith(("gpt-image", "dall-e")):
+        return "openai"
+    if model.startswith(("stable-image-", "sd3")):
+        return "stability"
+    vendor, slash, name = model.partition("/")
+    if slash and vendor and name and "/" not in name and vendor not in _NOT_VENDORS:
+        return "openrouter"  # an OpenRouter id, vendor/model
+    return None
 
 
 def retirement_note(model: str) -> str | None:
@@ -117,12 +147,18 @@ def pixel_size(model: str, aspect_ratio: str | None) -> str:
     sizes = info.pixel_sizes if info and info.pixel_sizes else GPT_SIZES
     if aspect_ratio is None:
         return "1024x1024" if model.startswith("dall-e") else "auto"
+    wanted = ratio_log(aspect_ratio)
+    width, height = min(sizes, key=lambda s: abs(math.log(s[0] / s[1]) - wanted))
+    return f"{width}x{height}"
+
+
+def ratio_log(aspect_ratio: str) -> float:
+    """log(W/H) of a "W:H" ratio: nearness in log scale treats 2:1 and 1:2 alike.
+    ValueError for a ratio that is not W:H."""
     match = _RATIO.match(aspect_ratio)
     if not match or float(match.group(1)) <= 0 or float(match.group(2)) <= 0:
         raise ValueError(f"aspect ratio {aspect_ratio!r} must look like 16:9")
-    wanted = math.log(float(match.group(1)) / float(match.group(2)))
-    width, height = min(sizes, key=lambda s: abs(math.log(s[0] / s[1]) - wanted))
-    return f"{width}x{height}"
+    return math.log(float(match.group(1)) / float(match.group(2)))
 
 
 def price(
@@ -173,13 +209,26 @@ def _list_price(info: ModelInfo, image_size: str | None, aspect_ratio: str | Non
 
 def image_cost(model: str, usage: Mapping[str, Any] | None, list_price: float, *,
                batch: bool = False) -> float:
-    """What one image cost: the image tokens the provider reported times the model's token
-    price when both are known, else its list price (already at the batch rate if batch)."""
+    """What one image cost on a billing provider: the charge it reported with the answer
+    (OpenRouter), else the image tokens it reported times the model's token price when both
+    are known, else the list price (already at the batch rate if batch)."""
+    reported = reported_cost_usd(usage or {})
+    if reported is not None:
+        return reported
     info = MODELS.get(model)
     tokens = image_output_tokens(usage or {})
     if info and info.usd_per_image_token and tokens:
         return tokens * info.usd_per_image_token * (BATCH_DISCOUNT if batch else 1.0)
     return list_price
+
+
+def reported_cost_usd(usage: Mapping[str, Any]) -> float | None:
+    """The charge a provider reported with the answer: OpenRouter's `usage.cost`, in its
+    credits, which are US dollars. None when absent or not a finite number >= 0."""
+    cost = usage.get("cost")
+    if isinstance(cost, bool) or not isinstance(cost, int | float):
+        return None
+    return float(cost) if 0 <= cost < math.inf else None
 
 
 def image_output_tokens(usage: Mapping[str, Any]) -> int | None:

@@ -58,6 +58,11 @@ def sniff_mime(data: bytes) -> str:
     return found.mime_type if found else "application/octet-stream"
 
 
+def format_for(mime_type: str) -> ImageFormat | None:
+    """The table's entry for a MIME type ("image/png"...), None for any other type."""
+    return _BY_MIME.get(mime_type)
+
+
 def extension_for(mime_type: str) -> str:
     found = _BY_MIME.get(mime_type)
     return found.extension if found else "bin"

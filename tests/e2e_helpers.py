@@ -36,7 +36,8 @@ def write_manifest(path: Path, prompts: list, *, base_url: str, interval="0.02",
 
 def env(tmp_path: Path, key: str | None = KEY) -> dict:
     result = {k: v for k, v in os.environ.items()
-              if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY")}
+              if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY",
+                           "STABILITY_API_KEY", "OPENROUTER_API_KEY")}
     result["NBBATCH_STATE_DIR"] = str(tmp_path / "state")
     if key is not None:
         result["GEMINI_API_KEY"] = key

@@ -5,10 +5,13 @@ import re
 from pathlib import Path
 
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
 from nbbatch.cli import app
+from nbbatch.providers import registry
+from nbbatch.sim.options import TARGETS
 
 runner = CliRunner()
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -121,6 +124,15 @@ def test_every_command_has_help_and_is_in_the_readme(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
     assert f"nbbatch {command}" in README
+
+
+def test_help_names_every_provider_and_every_simulator_target():
+    commands = typer.main.get_command(app).commands
+    helps = {(c, p.name): getattr(p, "help", "") for c in ("run", "simulate")
+             for p in commands[c].params}
+    assert all(name in helps["run", "provider"] for name in registry.NAMES)
+    for option in ("outage_target", "fault_target", "quota_target"):
+        assert all(target in helps["simulate", option] for target in TARGETS), option
 
 
 def test_a_model_past_its_shutdown_gets_a_warning_at_plan_and_run(tmp_path):

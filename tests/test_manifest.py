@@ -331,7 +331,7 @@ def test_missing_manifest(tmp_path: Path) -> None:
      "image_size, count"),
     ("providers:\n  gemni:\n    timeout: 3\nprompts:\n  - prompt: a\n",
      "m.yaml:2: providers.gemni: unknown provider 'gemni'; known providers: gemini, vertex, "
-     "openai, simulator"),
+     "openai, stability, openrouter, simulator"),
     ("providers:\n  gemini:\n    project: p\nprompts:\n  - prompt: a\n",
      "m.yaml:3: providers.gemini.project: unknown key 'project'; allowed keys here: api_key_env, "
      "base_url, timeout, model, response_modalities ('project' is an option of vertex and "
@@ -339,7 +339,7 @@ def test_missing_manifest(tmp_path: Path) -> None:
     ("providers:\n  openai:\n    seed: 3\nprompts:\n  - prompt: a\n",
      "m.yaml:3: providers.openai.seed: unknown key 'seed'; allowed keys here: api_key_env, "
      "base_url, timeout, model, quality, background, output_format, moderation, input_fidelity, "
-     "organization, project ('seed' is an option of simulator only)"),
+     "organization, project ('seed' is an option of stability and simulator only)"),
 ])
 def test_unknown_keys(tmp_path: Path, text: str, expected: str) -> None:
     assert fails(tmp_path, text) == expected
@@ -408,7 +408,7 @@ def test_wrong_types_and_values(tmp_path: Path, text: str, expected: str) -> Non
      "gemini-2.5-flash-image; use one of 1K"),
     ("prompts:\n  - prompt: a\n    provider: azure\n",
      "m.yaml:3: prompts[0].provider: unknown provider 'azure'; known providers: gemini, vertex, "
-     "openai, simulator"),
+     "openai, stability, openrouter, simulator"),
     ("prompts:\n  - prompt: a\n    provider: openai\n    model: gemini-3-pro-image\n",
      "m.yaml:4: prompts[0].model: 'gemini-3-pro-image' is a gemini model, which provider "
      "'openai' cannot serve"),
@@ -544,7 +544,7 @@ def test_parse_interval_rejects(value: object) -> None:
      "m.yaml:2: retry.initial_delay: must not exceed max_delay (120)"),
     ("failover:\n  order: [gemini, azure]\n",
      "m.yaml:2: failover.order[1]: unknown provider 'azure'; known providers: gemini, vertex, "
-     "openai, simulator"),
+     "openai, stability, openrouter, simulator"),
     ("failover:\n  order:\n    - gemini\n    - gemini\n",
      "m.yaml:4: failover.order[1]: 'gemini' is listed twice"),
     ("failover:\n  order: []\n", "m.yaml:2: failover.order: must not be empty"),

@@ -268,3 +268,25 @@ def test_a_reference_that_changed_or_went_keeps_its_image_pending_and_the_rest_g
     assert str(ref) in rows[base.items[0].id].error_message
     assert {rows[i.id].status for i in items[1:]} == {"done"}
     assert len(provider.starts) == 2  # nothing was sent for the image whose reference moved
+
+
+class Charging(ScriptedProvider):
+    """Reports what each image cost, as OpenRouter does in `usage.cost`."""
+
+    async def generate(self, request):
+        return GeneratedImage(png(), "image/png", request.model, {"cost": 0.021})
+
+
+@pytest.mark.parametrize(("provider", "model", "cost"), [
+    ("openrouter", "someone/new-model", 0.021),  # no list price: the reported charge counts
+    ("openrouter", "google/gemini-3-pro-image-preview", 0.021),  # beats the list price
+    ("simulator", "gemini-3-pro-image", 0.0),  # a provider that bills nothing costs nothing
+])
+def test_a_reported_charge_is_the_image_cost(tmp_path, clock, provider, model, cost):
+    m = manifest(tmp_path, ["a"])
+    m = replace(m, items=tuple(replace(i, provider=provider, model=model) for i in m.items))
+    summary, ledger, _ = run(tmp_path, m, {provider: Charging(clock)}, clock)
+    assert summary.exit_code == ExitCode.OK
+    [row] = ledger.rows()
+    assert row.cost_usd == pytest.approx(cost)
+    assert ledger.cost_summary().spent_usd == pytest.approx(cost)

@@ -84,7 +84,7 @@ def _start(settings, *, quiet: bool, verbose: bool) -> int:
 def run(
     manifest: Annotated[Path, typer.Argument(help="The prompt manifest (YAML).")],
     out: Annotated[Path | None, typer.Option(help="Output folder (overrides the manifest).")] = None,
-    provider: Annotated[str | None, typer.Option(help="Send every prompt to this provider (gemini, simulator).")] = None,
+    provider: Annotated[str | None, typer.Option(help="Send every prompt to this provider (gemini, vertex, openai, stability, openrouter, simulator).")] = None,
     interval: Annotated[str | None, typer.Option(help='Seconds between request starts: "7" or "5-10".')] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at most, per provider.")] = None,
     max_images: Annotated[int | None, typer.Option(help="Stop after this many new images.")] = None,
@@ -219,12 +219,12 @@ def simulate(
     outage: Annotated[str | None, typer.Option(help='Seconds after start when every request gets 503: "30-90".')] = None,
     api_key: Annotated[str | None, typer.Option(help="Accept only this key (default: any non-empty key).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible faults.")] = None,
-    outage_target: Annotated[str, typer.Option(help="Which API the outage hits: all, gemini, openai.")] = "all",
-    fault_target: Annotated[str, typer.Option(help="Which API the random faults hit: all, gemini, openai.")] = "all",
-    quota_target: Annotated[str, typer.Option(help="Which API the daily quota applies to: all, gemini, openai.")] = "all",
+    outage_target: Annotated[str, typer.Option(help="Which API the outage hits: all, gemini, openai, stability, openrouter.")] = "all",
+    fault_target: Annotated[str, typer.Option(help="Which API the random faults hit: all, gemini, openai, stability, openrouter.")] = "all",
+    quota_target: Annotated[str, typer.Option(help="Which API the daily quota applies to: all, gemini, openai, stability, openrouter.")] = "all",
     metadata: Annotated[bool, typer.Option(help="Serve the model-metadata routes pre-flight uses (--no-metadata: act like a gateway without them).")] = True,
 ) -> int:
-    """A local server speaking the Gemini and OpenAI image APIs, with latency and fault injection."""
+    """A local server speaking the Gemini, OpenAI, Stability and OpenRouter image APIs, with latency and fault injection."""
     from nbbatch.model import parse_interval
     from nbbatch.sim import SimulatorOptions, parse_faults, serve
 
@@ -243,8 +243,8 @@ def simulate(
         raise UsageError(str(exc)) from None
 
     def ready(url: str) -> None:
-        print(f"nbbatch simulator listening on {url}  (base_url: gemini {url}, openai {url}/v1;"
-              " Ctrl-C stops)", flush=True)
+        print(f"nbbatch simulator listening on {url}  (base_url: gemini {url}, openai {url}/v1,"
+              f" stability {url}, openrouter {url}/api/v1; Ctrl-C stops)", flush=True)
 
     try:
         serve(options, host=host, port=port, on_ready=ready)

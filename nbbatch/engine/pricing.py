@@ -18,12 +18,17 @@ class Pricing:
                    dearest: bool = False) -> float:
         """USD for one of `item`'s images made by `provider` with `model`. With `dearest`,
         the most it may cost (the provider picks quality or size): what a budget counts."""
-        if provider in registry.PROVIDERS and not registry.spec(provider).billed:
+        if not self.billed(provider):
             return 0.0
         config = self._providers.get(provider)
         quality = config.options.get("quality") if config else None
         return catalog.price(model, image_size=item.image_size, aspect_ratio=item.aspect_ratio,
                              quality=quality, batch=batch, dearest=dearest)
+
+    @staticmethod
+    def billed(provider: str) -> bool:
+        """Whether `provider` charges for images (the simulator does not)."""
+        return provider not in registry.PROVIDERS or registry.spec(provider).billed
 
     def estimate(self, item: Item, *, batch: bool = False) -> float:
         """The usual price of one of `item`'s images on its own provider."""

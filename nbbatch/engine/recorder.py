@@ -59,7 +59,9 @@ class Recorder:
         digest = sha256_hex(image.data)
         model = image.model or job.model
         listed = self.pricing.list_price(job.item, job.provider, job.model)
-        cost = catalog.image_cost(job.model, image.usage, listed) if listed else 0.0
+        # A charge the provider reported counts even for a model without a list price.
+        billed = self.pricing.billed(job.provider)
+        cost = catalog.image_cost(job.model, image.usage, listed) if billed else 0.0
         # Intent first: a crash between here and mark_done is finished by the next run's
         # recovery instead of paying for the image again.
         self.ledger.begin_save(job.key, file=relative, sha256=digest, bytes=len(image.data),

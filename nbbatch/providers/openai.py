@@ -14,13 +14,7 @@ import httpx
 from nbbatch.errors import InvalidRequestError, OptionError, TransientError, UsageError
 from nbbatch.model import ProviderConfig
 from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest, Provider
-from nbbatch.providers.openai_answers import (
-    DEFAULT_KEY_ENV,
-    ImageURL,
-    check_answer,
-    classify,
-    image_from_bytes,
-)
+from nbbatch.providers.openai_answers import DEFAULT_KEY_ENV, ImageURL, check_answer, classify
 from nbbatch.providers.openai_requests import (
     build_edit_form,
     build_generation_body,
@@ -30,6 +24,7 @@ from nbbatch.providers.openai_requests import (
 from nbbatch.providers.wire import (
     RawResponse,
     get_bytes,
+    image_from_bytes,
     new_client,
     post_json,
     post_multipart,

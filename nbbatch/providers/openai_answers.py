@@ -26,13 +26,13 @@ from nbbatch.errors import (
     TransientError,
     UnknownModelError,
 )
-from nbbatch.images import NotAnImageError, detect_image
 from nbbatch.providers.base import CheckUnavailable, GeneratedImage
 from nbbatch.providers.wire import (
     as_dict,
     as_text,
     describe_body,
     get,
+    image_from_bytes,
     parse_object,
     retry_after_from_headers,
 )
@@ -116,24 +116,6 @@ def _read_success(
         return ImageURL(url, model, usage, ctx["request_id"], text)
     reason = "no data" if not first else "no b64_json or url in data[0]"
     raise TransientError(f"no image in the response ({reason})", **ctx)
-
-
-def image_from_bytes(
-    data: bytes,
-    model: str,
-    usage: Mapping[str, Any],
-    request_id: str | None,
-    text: str | None,
-    ctx: dict[str, Any],
-    redact: Redactor,
-) -> GeneratedImage:
-    try:
-        info = detect_image(data)
-    except NotAnImageError as exc:
-        raise TransientError(redact.message(f"received bytes are not an image: {exc}"),
-                             possibly_billed=True, **ctx) from None
-    return GeneratedImage(data=data, mime_type=info.mime_type, model=model, usage=usage,
-                          request_id=request_id, text=text)
 
 
 def check_answer(status: int, headers: Mapping[str, str], body: bytes, *, provider: str,

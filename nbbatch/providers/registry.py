@@ -18,6 +18,7 @@ from nbbatch import catalog
 
 OPENAI_OPTIONS = ("quality", "background", "output_format", "moderation", "input_fidelity",
                   "organization", "project")
+STABILITY_OPTIONS = ("negative_prompt", "style_preset", "seed", "output_format", "strength")
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,14 @@ _SPECS = (
     ProviderSpec("vertex", "nbbatch.providers.vertex", (), "gemini-3-pro-image", ("gemini",),
                  options=("project", "location", "response_modalities"), needs_key=False),
     # GPT image models can take minutes at high quality; Gemini answers within 180 s.
+    # OpenAI-style gateways at base_url may serve OpenRouter's vendor/model ids too.
     ProviderSpec("openai", "nbbatch.providers.openai", ("OPENAI_API_KEY",), "gpt-image-1",
-                 ("openai",), timeout=300.0, options=OPENAI_OPTIONS),
+                 ("openai", "openrouter"), timeout=300.0, options=OPENAI_OPTIONS),
+    ProviderSpec("stability", "nbbatch.providers.stability", ("STABILITY_API_KEY",),
+                 "stable-image-core", ("stability",), options=STABILITY_OPTIONS),
+    ProviderSpec("openrouter", "nbbatch.providers.openrouter", ("OPENROUTER_API_KEY",),
+                 "google/gemini-3-pro-image-preview", ("openrouter",),
+                 options=("referer", "title")),
     ProviderSpec("simulator", "nbbatch.sim.inprocess", (), "gemini-3-pro-image", ("gemini",),
                  options=("latency", "faults", "daily_quota", "seed"), needs_key=False,
                  billed=False),

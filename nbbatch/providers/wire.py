@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,8 @@ from typing import Any
 import httpx
 
 from nbbatch.errors import FatalError, TransientError
+from nbbatch.images import NotAnImageError, detect_image
+from nbbatch.providers.base import GeneratedImage
 from nbbatch.redaction import Redactor
 
 Redact = Callable[[str], str]
@@ -109,7 +112,7 @@ async def post_multipart(
     url: str,
     *,
     data: Mapping[str, str],
-    files: Sequence[tuple[str, tuple[str, bytes, str]]],
+    files: Sequence[tuple[str, tuple[str | None, bytes, str | None]]],
     headers: Mapping[str, str],
     timeout: float,
     max_bytes: int,
@@ -117,7 +120,8 @@ async def post_multipart(
     redact: Redact,
 ) -> RawResponse:
     """POST a multipart/form-data body: text `data` fields, then `files` as
-    (field name, (file name, bytes, content type)), repeated names allowed. Otherwise
+    (field name, (file name, bytes, content type)), repeated names allowed; a part with no
+    file name is a plain text field (a form of such parts alone stays multipart). Otherwise
     exactly post_json: one deadline, a size cap, no redirects, TransientError on transport
     failures. httpx sets the Content-Type with its boundary; do not pass one in `headers`.
     """
@@ -239,6 +243,11 @@ def parse_object(body: bytes) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def looks_like_json(body: bytes) -> bool:
+    """A body that starts like JSON: cut short, it was probably generated (possibly billed)."""
+    return body.lstrip()[:1] in (b"{", b"[")
+
+
 def describe_body(code: int, body: bytes, redact: Redact) -> str:
     """A message for a response without the API's JSON: a proxy's page, Cloudflare's text."""
     head = f"HTTP {code} {httpx.codes.get_reason_phrase(code)}".rstrip()
@@ -267,3 +276,23 @@ def as_dict(obj: object) -> dict[str, Any]:
 
 def as_text(obj: object) -> str | None:
     return obj if isinstance(obj, str) and obj else None
+
+
+def as_number(obj: object) -> float | None:
+    """A finite JSON number (not a bool), else None."""
+    if isinstance(obj, bool) or not isinstance(obj, int | float):
+        return None
+    return float(obj) if math.isfinite(obj) else None
+
+
+def image_from_bytes(data: bytes, model: str, usage: Mapping[str, Any], request_id: str | None,
+                     text: str | None, ctx: dict[str, Any], redact: Redactor) -> GeneratedImage:
+    """The image, typed by its bytes; bytes that are no image are a possibly billed
+    TransientError (they were generated). `ctx`: the error's provider, status, usage..."""
+    try:
+        info = detect_image(data)
+    except NotAnImageError as exc:
+        raise TransientError(redact.message(f"received bytes are not an image: {exc}"),
+                             possibly_billed=True, **ctx) from None
+    return GeneratedImage(data=data, mime_type=info.mime_type, model=model, usage=usage,
+                          request_id=request_id, text=text)

@@ -1,5 +1,6 @@
-"""The simulator: the Gemini and OpenAI image APIs with latency and fault injection, served
-over sockets (`nbbatch simulate`) or in-process (the `simulator` provider).
+"""The simulator: the Gemini, OpenAI, Stability and OpenRouter image APIs with latency and
+fault injection, served over sockets (`nbbatch simulate`) or in-process (the `simulator`
+provider).
 
 The core of nbbatch never imports this package; the `simulator` provider reaches it through
 the provider registry, by name, like any other provider.

@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from nbbatch.sim import gemini, openai
+from nbbatch.sim import gemini, openai, openrouter, stability
 from nbbatch.sim.core import Route, SimulatorCore
 from nbbatch.sim.options import SimulatorOptions
 
-ROUTES: tuple[Route, ...] = (gemini.route, openai.route)
+ROUTES: tuple[Route, ...] = (gemini.route, openai.route, stability.route, openrouter.route)
 
 
 def simulator_core(options: SimulatorOptions,

@@ -7,7 +7,8 @@ from typing import Any
 
 FAULTS = ("overloaded", "rate_limited", "internal", "timeout", "blocked", "no_image")
 OUTCOMES = ("success", *FAULTS, "quota", "auth", "invalid", "not_found")
-TARGETS = ("all", "gemini", "openai")  # which API an outage, the quota or the faults hit
+# Which API an outage, the quota or the faults hit.
+TARGETS = ("all", "gemini", "openai", "stability", "openrouter")
 _FAULT_KEYS = {"503": "overloaded", "429": "rate_limited", "500": "internal"}
 
 
@@ -27,7 +28,7 @@ class SimulatorOptions:
     api_key: str | None = None  # None: any non-empty key is accepted
     seed: int | None = None
     scale: int = 4  # image pixels = real 1K size / scale
-    outage_target: str = "all"  # "gemini" | "openai" | "all": which API the outage hits
+    outage_target: str = "all"  # one of TARGETS: which API the outage hits
     fault_target: str = "all"  # which API the random faults hit
     quota_target: str = "all"  # which API daily_quota limits
     metadata: bool = True  # False: no model-metadata routes, like many gateways
