@@ -21,6 +21,7 @@ from pathlib import Path
 
 from nbbatch.engine.run import planned_images
 from nbbatch.manifest import load_manifest
+from nbbatch.settings import manifest_record
 from nbbatch.store.ledger import Ledger
 
 # Each process records its own high-water mark (VmHWM) as it exits, in the file named by
@@ -63,9 +64,13 @@ def write_manifest(folder: Path, prompts: int) -> Path:
 
 
 def mark_everything_done(manifest: Path, out: Path) -> None:
+    """The ledger as a finished run leaves it: every request and the settings recorded."""
     out.mkdir(parents=True, exist_ok=True)
+    loaded = load_manifest(manifest)
     with Ledger.open(out / "ledger.db") as ledger:
-        ledger.sync(planned_images(load_manifest(manifest)))
+        ledger.sync(planned_images(loaded), loaded.items)
+        ledger.start_run(manifest=str(manifest), options={}, cwd=str(manifest.parent),
+                         pid=os.getpid(), settings=manifest_record(loaded))
         db = ledger._conn  # benchmark set-up only: a real run makes each image
         with db:
             db.execute("UPDATE images SET status='done', file='images/x.jpg', sha256='0', "
@@ -87,6 +92,7 @@ def main() -> None:
         for label, command in [
             ("plan (all done)", ["plan", str(manifest)]),
             ("run = resume planning", ["run", str(manifest)]),
+            ("resume (ledger alone)", ["resume", str(folder / "out")]),
             ("status", ["status", str(folder / "out")]),
             ("status --json", ["status", str(folder / "out"), "--json"]),
         ]:

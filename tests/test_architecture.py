@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nbbatch"
-CORE = ("engine", "store", "manifest", "providers")
+CORE = ("engine", "store", "manifest", "providers", "gallery")
 
 
 def imports(path: Path) -> set[str]:

@@ -15,7 +15,7 @@ from nbbatch.sim.options import TARGETS
 
 runner = CliRunner()
 README = (Path(__file__).parent.parent / "README.md").read_text()
-COMMANDS = ("run", "resume", "status", "plan", "simulate")
+COMMANDS = ("run", "resume", "status", "plan", "simulate", "gallery")
 
 
 def manifest(tmp_path, prompts, **extra):

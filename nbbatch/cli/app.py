@@ -209,6 +209,29 @@ def plan(
 
 @app.command()
 @exits
+def gallery(
+    out: Annotated[Path | None, typer.Argument(help="Output folder (default: the last run started here).")] = None,
+    open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+) -> int:
+    """Write OUT/gallery.html, a contact sheet of every image in the ledger, and print its path."""
+    import webbrowser
+
+    from nbbatch.cli.render import ThumbnailProgress
+    from nbbatch.gallery import update_gallery
+
+    folder = _find_out(out)
+    with ThumbnailProgress(err_console, live=sys.stderr.isatty()) as progress:
+        result = update_gallery(folder, on_progress=progress)
+    for problem in result.thumbnail_errors:
+        err_console.print(f"warning: no thumbnail for {problem}", markup=False, highlight=False)
+    console.print(str(result.path), markup=False, highlight=False, soft_wrap=True)
+    if open_page:
+        webbrowser.open(result.path.resolve().as_uri())
+    return 0
+
+
+@app.command()
+@exits
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8765,

@@ -19,6 +19,7 @@ class EventKind(StrEnum):
     PENDING = "pending"  # an image stays pending for a later run
     PROVIDER = "provider"  # a provider changed state (switched away, recovered, dropped...)
     STOPPING = "stopping"  # the run stopped dispatching
+    GALLERY = "gallery"  # the contact sheet was brought up to date
 
 
 class Level(IntEnum):

@@ -124,4 +124,5 @@ class Router:
         return True
 
     def all_dropped(self) -> bool:
-        return all(h.dropped for h in self.health.values())
+        """Whether every provider there was has been dropped (False when there were none)."""
+        return bool(self.health) and all(h.dropped for h in self.health.values())

@@ -11,17 +11,19 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 
 from nbbatch.engine.budget import Budget
 from nbbatch.engine.dispatcher import Dispatcher
-from nbbatch.engine.events import EventSink
+from nbbatch.engine.events import Event, EventKind, EventSink, Level, Progress
 from nbbatch.engine.failover import candidates
 from nbbatch.engine.pricing import Pricing
 from nbbatch.engine.summary import RunSummary
 from nbbatch.errors import ExitCode, NbbatchError, UsageError
+from nbbatch.gallery import update_gallery
 from nbbatch.model import Manifest
 from nbbatch.providers import create_provider
 from nbbatch.providers.base import Provider
@@ -106,7 +108,31 @@ def run_batch(
                 ledger.finish_run(run_id, int(exc.exit_code))
                 raise
             ledger.finish_run(run_id, int(summary.exit_code))
+            if summary.done_this_run:
+                summary = _refresh_gallery(out, summary, on_event)
     return summary
+
+
+def _refresh_gallery(out: Path, summary: RunSummary, on_event: EventSink | None) -> RunSummary:
+    """New images get their thumbnails and a place on the page. A page that cannot be
+    written is a warning: the images and the ledger are what the run is for."""
+    progress = Progress(summary.counts.total, summary.counts.done, summary.counts.failed,
+                        summary.counts.pending, 0.0)
+
+    def tell(message: str, level: Level) -> None:
+        if on_event:
+            on_event(Event(EventKind.GALLERY, message, level=level), progress)
+
+    try:
+        result = update_gallery(out)
+    except (NbbatchError, OSError) as exc:
+        tell(f"gallery not updated: {getattr(exc, 'message', exc)}", Level.WARNING)
+        return summary
+    for problem in result.thumbnail_errors:
+        tell(f"gallery: no thumbnail for {problem}", Level.WARNING)
+    tell(f"gallery: {result.path} ({result.images} images, {result.thumbnails_made} new "
+         "thumbnails)", Level.DEBUG)
+    return replace(summary, gallery=result.path)
 
 
 async def _drive(dispatcher: Dispatcher, pending: list, handle_signals: bool) -> RunSummary:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from nbbatch.engine.budget import Stop
 from nbbatch.errors import ExitCode, FatalError
@@ -19,6 +20,7 @@ class RunSummary:
     done_this_run: int
     failed_this_run: int
     elapsed: float
+    gallery: Path | None = None  # OUT/gallery.html when this run brought it up to date
 
     @property
     def stop_reason(self) -> str | None:

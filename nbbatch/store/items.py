@@ -6,9 +6,10 @@ so a nightly run of an unchanged 100,000-prompt manifest writes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nbbatch.model import Item
@@ -28,9 +29,12 @@ def _row(seq: int, item: Item) -> tuple[object, ...]:
             item.image_size, item.count, refs, item.fingerprint)
 
 
-def record_items(conn: sqlite3.Connection, items: Iterable[Item]) -> int:
+def record_items(conn: sqlite3.Connection, items: Sequence[Item]) -> int:
     """Store what each item asks for (the caller holds the transaction); returns how many
-    rows were written."""
+    rows were written. A manifest recorded as it is costs one digest, not 100,000 rows."""
+    digest = _digest(items)
+    if _recorded_digest(conn) == digest:
+        return 0
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS planned_items ({_COLUMNS},"
                  " PRIMARY KEY (id)) WITHOUT ROWID")
     conn.execute("DELETE FROM planned_items")
@@ -41,7 +45,22 @@ def record_items(conn: sqlite3.Connection, items: Iterable[Item]) -> int:
         f" ON CONFLICT (id) DO UPDATE SET {_UPDATE} WHERE {_CHANGED}"
     ).rowcount
     conn.execute("DELETE FROM planned_items")
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('items_digest', ?)", (digest,))
     return written
+
+
+def _digest(items: Sequence[Item]) -> str:
+    """Everything an items row holds, hashed: the fingerprint covers the request itself."""
+    h = hashlib.sha256()
+    for item in items:
+        refs = "\x1f".join(map(str, item.references))
+        h.update(f"{item.id}\x1e{item.fingerprint}\x1e{item.count}\x1e{refs}\x1d".encode())
+    return h.hexdigest()
+
+
+def _recorded_digest(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'items_digest'").fetchone()
+    return row[0] if row else None
 
 
 def load_items(conn: sqlite3.Connection) -> Iterator[Item]:

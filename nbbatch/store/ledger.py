@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
@@ -231,7 +231,7 @@ class Ledger(LedgerView):
             (time.time(), int(exit_code), run_id),
         )
 
-    def sync(self, images: Iterable[PlannedImage], items: Iterable[Item] = ()) -> SyncResult:
+    def sync(self, images: Iterable[PlannedImage], items: Sequence[Item] = ()) -> SyncResult:
         """Make the ledger match the manifest: what each item asks for (items.py), then its
         images (sync.py), in one transaction."""
         with self._transaction():

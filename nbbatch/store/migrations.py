@@ -2,7 +2,9 @@
 
 The schema version lives in `PRAGMA user_version`; MIGRATIONS[:N] build version N. The file is
 stamped with `PRAGMA application_id` so a foreign SQLite database is refused, not modified.
-Each migration is SQL, or a function of the connection once a table must be rebuilt.
+Each migration is SQL, or a function of the connection once a table must be rebuilt. A
+migration that rewrites the items table must also `DELETE FROM meta WHERE key =
+'items_digest'`, so the next run records the items again (store/items.py).
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ MIGRATIONS: list[Migration] = [
         fingerprint  TEXT NOT NULL
     ) WITHOUT ROWID;
     ALTER TABLE runs ADD COLUMN settings TEXT;  -- JSON: the effective manifest, no secrets
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;  -- digests, caches
     """,
 ]
 

@@ -37,6 +37,7 @@ class ImageRow:
     updated_at: float | None
     usage: dict | None
     prompt: str | None = None  # what it was asked for (None in ledgers older than schema 3)
+    count: int | None = None  # images its item asks for (None likewise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ IMAGE_COLUMNS = (
     "images.id, images.idx, images.fingerprint, images.status, images.provider, images.model,"
     " images.attempts, images.file, images.sha256, images.bytes, images.cost_usd,"
     " images.error_kind, images.error_message, images.position, images.updated_at,"
-    " images.usage, items.prompt"
+    " images.usage, items.prompt, items.count"
 )
 ATTEMPT_COLUMNS = (
     "started_at, provider, model, outcome, http_status, latency, error, possibly_billed, cost_usd"
