@@ -33,7 +33,7 @@ from nbbatch.model import ProviderConfig
 from nbbatch.providers import openai_answers, openai_requests, registry
 from nbbatch.providers.base import GeneratedImage, ImageRequest, ReferenceImage
 from nbbatch.providers.openai import OpenAIProvider
-from nbbatch.providers.openai_answers import ImageURL, classify
+from nbbatch.providers.openai_answers import ImageLink, classify
 from nbbatch.providers.openai_requests import build_generation_body, size_for
 from nbbatch.providers.openai_requests import settle_options as check_options
 from nbbatch.providers.wire import post_multipart, redactor
@@ -314,7 +314,7 @@ def test_non_http_image_url_is_not_fetched():
 def test_classify_returns_a_url_for_the_provider_to_fetch():
     result = run_classify(200, {"created": 1, "data": [{"url": "https://x.invalid/a.png"}]},
                           headers={"x-request-id": "req_9"}, model="dall-e-2")
-    assert result == ImageURL("https://x.invalid/a.png", "dall-e-2", {}, "req_9", None)
+    assert result == ImageLink("https://x.invalid/a.png", "dall-e-2", {}, "req_9", None)
 
 
 # --- Errors: the reference's table, verbatim bodies where it gives them -----------------------
@@ -574,7 +574,7 @@ def test_any_json_gives_an_image_a_url_or_a_provider_error(status, doc, should_r
         assert isinstance(error.message, str) and KEY not in error.message
         assert error.provider == "openai" and error.status == status
     else:
-        assert isinstance(result, GeneratedImage | ImageURL)
+        assert isinstance(result, GeneratedImage | ImageLink)
         assert not isinstance(result, GeneratedImage) or result.data == PNG
 
 

@@ -36,6 +36,18 @@ class GeneratedImage:
     text: str | None = None  # any non-thought text that came with the image
 
 
+@dataclass(frozen=True)
+class ImageLink:
+    """A success whose image must be downloaded: a URL answer (dall-e's, valid 60 minutes;
+    some gateways'), with what came with it."""
+
+    url: str
+    model: str
+    usage: Mapping[str, Any]
+    request_id: str | None
+    text: str | None
+
+
 class CheckUnavailable(Exception):
     """The provider's metadata route cannot say whether a key or model is good."""
 

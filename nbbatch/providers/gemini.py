@@ -14,8 +14,9 @@ import httpx
 from nbbatch.errors import TransientError
 from nbbatch.model import ProviderConfig
 from nbbatch.providers import google
-from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest, Provider
-from nbbatch.providers.wire import get_bytes, new_client, post_json, redactor
+from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest
+from nbbatch.providers.keyed import KeyedProvider
+from nbbatch.providers.wire import get_bytes, post_json
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a 4K image is ~20 MB in base64: far larger is wrong
@@ -23,34 +24,19 @@ CHECK_TIMEOUT = 30.0  # seconds for a metadata request: it answers at once when 
 CHECK_BYTES = 1024 * 1024
 
 
-def create(config: ProviderConfig, api_key: str | None,
-           transport: httpx.AsyncBaseTransport | None) -> GeminiProvider:
-    assert api_key is not None  # the registry lists GEMINI_API_KEY and GOOGLE_API_KEY
-    return GeminiProvider(config, api_key, transport=transport)
-
-
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return google.check_modalities(options)
 
 
-class GeminiProvider(Provider):
-    def __init__(
-        self,
-        config: ProviderConfig,
-        api_key: str,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        name: str | None = None,
-    ) -> None:
-        self.name = name or config.name
-        self.config = config
-        self._api_key = api_key
-        self._redact = redactor(api_key)
-        self._base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._client = new_client(transport, config.timeout)
+class GeminiProvider(KeyedProvider):
+    default_base_url = DEFAULT_BASE_URL
+    default_key_env = "GEMINI_API_KEY (or GOOGLE_API_KEY)"
 
+    def __init__(self, config: ProviderConfig, api_key: str, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(config, api_key, transport=transport, name=name)
         self._modalities = config.options.get("response_modalities") or google.MODALITIES
-        self._key_env = config.api_key_env or "GEMINI_API_KEY (or GOOGLE_API_KEY)"
 
     def model_url(self, model: str) -> str:
         model = model.removeprefix("models/")  # people paste ids from ListModels
@@ -91,5 +77,5 @@ class GeminiProvider(Provider):
             key_env=self._key_env,
         )
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+
+create = GeminiProvider.create

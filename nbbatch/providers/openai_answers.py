@@ -11,7 +11,6 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import httpx
@@ -26,7 +25,7 @@ from nbbatch.errors import (
     TransientError,
     UnknownModelError,
 )
-from nbbatch.providers.base import CheckUnavailable, GeneratedImage
+from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageLink
 from nbbatch.providers.wire import (
     as_dict,
     as_text,
@@ -52,19 +51,6 @@ OVERLOAD_CODES = frozenset({"rate_limit_exceeded", "slow_down", "server_is_overl
 OVERLOAD_TYPES = frozenset({"requests", "rate_limit_error", "service_unavailable_error"})
 
 
-@dataclass(frozen=True)
-class ImageURL:
-    """A success whose image must be downloaded (dall-e `url` answers, valid 60 minutes)."""
-
-    url: str
-    model: str
-    usage: Mapping[str, Any]
-    request_id: str | None
-    text: str | None
-
-
-
-
 def classify(
     status: int,
     headers: Mapping[str, str],
@@ -74,7 +60,7 @@ def classify(
     redact: Redactor,
     model: str,
     key_env: str | None = None,
-) -> GeneratedImage | ImageURL:
+) -> GeneratedImage | ImageLink:
     """Turn one HTTP response into its image (or the URL to fetch it from), or raise the
     ProviderError it means. `key_env` names the key's variable in the
     message for a rejected key.
@@ -98,7 +84,7 @@ def classify(
 
 def _read_success(
     doc: dict[str, Any], ctx: dict[str, Any], model: str, redact: Redactor
-) -> GeneratedImage | ImageURL:
+) -> GeneratedImage | ImageLink:
     data = doc.get("data")
     first = as_dict(data[0]) if isinstance(data, list) and data else {}
     text = as_text(first.get("revised_prompt"))
@@ -113,7 +99,7 @@ def _read_success(
         return image_from_bytes(image_bytes, model, usage, ctx["request_id"], text, ctx, redact)
     url = as_text(first.get("url"))
     if url:
-        return ImageURL(url, model, usage, ctx["request_id"], text)
+        return ImageLink(url, model, usage, ctx["request_id"], text)
     reason = "no data" if not first else "no b64_json or url in data[0]"
     raise TransientError(f"no image in the response ({reason})", **ctx)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
@@ -34,22 +34,19 @@ from nbbatch.errors import (
     QuotaExhaustedError,
     TransientError,
     UnknownModelError,
-    UsageError,
 )
 from nbbatch.model import ProviderConfig
-from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest, Provider
+from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest
+from nbbatch.providers.keyed import KeyedProvider
 from nbbatch.providers.openrouter_answers import DEFAULT_KEY_ENV, ImageLink, classify
 from nbbatch.providers.wire import (
     as_dict,
     as_number,
     get,
     get_bytes,
-    image_from_bytes,
     looks_like_json,
-    new_client,
     parse_object,
     post_json,
-    redactor,
 )
 from nbbatch.text import shown
 
@@ -59,12 +56,6 @@ __all__ = ["OpenRouterProvider", "attribution_headers", "build_body", "check_opt
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a 4K image is ~20 MB in a base64 data URL
 _HEADER_OPTIONS = {"referer": "HTTP-Referer", "title": "X-Title"}
-
-
-def create(config: ProviderConfig, api_key: str | None,
-           transport: httpx.AsyncBaseTransport | None) -> OpenRouterProvider:
-    assert api_key is not None  # the registry lists OPENROUTER_API_KEY
-    return OpenRouterProvider(config, api_key, transport=transport)
 
 
 def attribution_headers(options: Mapping[str, Any]) -> dict[str, str]:
@@ -113,26 +104,16 @@ def build_body(request: ImageRequest) -> dict[str, Any]:
     return body
 
 
-class OpenRouterProvider(Provider):
-    def __init__(
-        self,
-        config: ProviderConfig,
-        api_key: str,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        name: str | None = None,
-    ) -> None:
-        self.name = name or config.name
-        self.config = config
-        try:
-            attribution = attribution_headers(config.options)
-        except OptionError as exc:
-            raise UsageError(f"providers.{config.name}.{exc}") from None
-        self._redact = redactor(api_key)
-        self._base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+class OpenRouterProvider(KeyedProvider):
+    default_base_url = DEFAULT_BASE_URL
+    default_key_env = DEFAULT_KEY_ENV
+
+    def __init__(self, config: ProviderConfig, api_key: str, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(config, api_key, transport=transport, name=name)
+        attribution = self.settled(attribution_headers)
         self._headers = {"Authorization": f"Bearer {api_key}", **attribution}
-        self._key_env = config.api_key_env or DEFAULT_KEY_ENV
-        self._client = new_client(transport, config.timeout)
 
     async def generate(self, request: ImageRequest) -> GeneratedImage:
         raw = await post_json(
@@ -144,28 +125,8 @@ class OpenRouterProvider(Provider):
         result = classify(raw.status, raw.headers, raw.body, provider=self.name,
                           redact=self._redact, model=request.model, key_env=self._key_env)
         if isinstance(result, ImageLink):
-            return await self._download(result)
+            return await self.download(result, MAX_RESPONSE_BYTES)
         return result
-
-    async def _download(self, link: ImageLink) -> GeneratedImage:
-        """Fetch an image link once, without the key (it may be on another host). It was
-        generated, so any failure is possibly billed."""
-        ctx: dict[str, Any] = {"provider": self.name, "request_id": link.request_id,
-                               "usage": dict(link.usage) or None}
-        try:
-            raw = await get_bytes(self._client, link.url, timeout=self.config.timeout,
-                                  max_bytes=MAX_RESPONSE_BYTES, provider=self.name,
-                                  redact=self._redact, follow_redirects=True)
-        except TransientError as exc:
-            raise TransientError(f"downloading the image failed: {exc.message}",
-                                 possibly_billed=True, **ctx) from None
-        if not 200 <= raw.status < 300:
-            host = urlsplit(link.url).hostname or "?"
-            raise TransientError(self._redact.message(
-                f"downloading the image from {host} failed: HTTP {raw.status}"),
-                possibly_billed=True, status=raw.status, **ctx)
-        return image_from_bytes(raw.body, link.model, link.usage, link.request_id, link.text,
-                                ctx, self._redact)
 
     async def check(self, model: str) -> None:
         """Pre-flight for one model: the key is accepted and has credit left, and the model
@@ -222,5 +183,5 @@ class OpenRouterProvider(Provider):
                              f"{self._key_env}.", provider=self.name, status=raw.status) from None
         raise CheckUnavailable(f"unexpected answer from {path} (HTTP {raw.status})")
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+
+create = OpenRouterProvider.create

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import httpx
@@ -36,7 +35,7 @@ from nbbatch.errors import (
     TransientError,
     UnknownModelError,
 )
-from nbbatch.providers.base import GeneratedImage
+from nbbatch.providers.base import GeneratedImage, ImageLink
 from nbbatch.providers.google import BLOCKING_FINISH_REASONS
 from nbbatch.providers.wire import (
     as_dict,
@@ -53,15 +52,6 @@ from nbbatch.redaction import Redactor
 DEFAULT_KEY_ENV = "OPENROUTER_API_KEY"
 
 
-@dataclass(frozen=True)
-class ImageLink:
-    """A success whose image must be downloaded (a gateway that answers a URL)."""
-
-    url: str
-    model: str
-    usage: Mapping[str, Any]
-    request_id: str | None
-    text: str | None
 
 
 def classify(

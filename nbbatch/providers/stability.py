@@ -35,21 +35,19 @@ from nbbatch.errors import (
     QuotaExhaustedError,
     TransientError,
     UnknownModelError,
-    UsageError,
 )
 from nbbatch.images import extension_for
 from nbbatch.model import ProviderConfig
-from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest, Provider
+from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest
+from nbbatch.providers.keyed import KeyedProvider
 from nbbatch.providers.stability_answers import DEFAULT_KEY_ENV, classify
 from nbbatch.providers.wire import (
     as_number,
     get,
     get_bytes,
     looks_like_json,
-    new_client,
     parse_object,
     post_multipart,
-    redactor,
 )
 from nbbatch.text import kind_of, one_of, shown
 
@@ -88,12 +86,6 @@ STYLE_PRESETS = (
 )  # fmt: skip
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 DEFAULT_STRENGTH = 0.5  # image-to-image: 0 keeps the reference, 1 ignores it
-
-
-def create(config: ProviderConfig, api_key: str | None,
-           transport: httpx.AsyncBaseTransport | None) -> StabilityProvider:
-    assert api_key is not None  # the registry lists STABILITY_API_KEY
-    return StabilityProvider(config, api_key, transport=transport)
 
 
 def settle_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,27 +195,16 @@ def _unknown_model(model: str) -> str:
             f"{', '.join(ENDPOINTS)}")
 
 
-class StabilityProvider(Provider):
-    def __init__(
-        self,
-        config: ProviderConfig,
-        api_key: str,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        name: str | None = None,
-        accept: str = "image/*",  # or "application/json"
-    ) -> None:
-        self.name = name or config.name
-        self.config = config
-        try:
-            self.options = settle_options(config.options)
-        except OptionError as exc:
-            raise UsageError(f"providers.{config.name}.{exc}") from None
-        self._redact = redactor(api_key)
-        self._base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+class StabilityProvider(KeyedProvider):
+    default_base_url = DEFAULT_BASE_URL
+    default_key_env = DEFAULT_KEY_ENV
+
+    def __init__(self, config: ProviderConfig, api_key: str, *,
+                 transport: httpx.AsyncBaseTransport | None = None, name: str | None = None,
+                 accept: str = "image/*") -> None:  # or "application/json"
+        super().__init__(config, api_key, transport=transport, name=name)
+        self.options = self.settled(settle_options)
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": accept}
-        self._key_env = config.api_key_env or DEFAULT_KEY_ENV
-        self._client = new_client(transport, config.timeout)
 
     def url_for(self, endpoint: Endpoint) -> str:
         return f"{self._base_url}/v2beta/stable-image/generate/{endpoint.path}"
@@ -277,5 +258,5 @@ class StabilityProvider(Provider):
                 f"{needed:g}: add credits to the account", provider=self.name,
                 status=raw.status)
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+
+create = StabilityProvider.create
