@@ -63,6 +63,11 @@ def format_for(mime_type: str) -> ImageFormat | None:
     return _BY_MIME.get(mime_type)
 
 
+def format_named(name: str) -> ImageFormat:
+    """The entry an API's format name stands for: "png", "jpeg" (or "jpg"), "webp"."""
+    return {"png": PNG, "jpeg": JPEG, "jpg": JPEG, "webp": WEBP}[name.lower()]
+
+
 def extension_for(mime_type: str) -> str:
     found = _BY_MIME.get(mime_type)
     return found.extension if found else "bin"

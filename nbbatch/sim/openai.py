@@ -35,6 +35,7 @@ from typing import Any
 from PIL import Image
 
 from nbbatch.catalog import MODELS
+from nbbatch.images import format_named
 from nbbatch.sim.core import (
     Decision,
     Reject,
@@ -64,7 +65,6 @@ _OUTPUT_TOKENS = {
     "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
 }
 _IMAGE_INPUT_TOKENS = 258  # per reference image; illustrative
-_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 _KEYS_URL = "https://platform.openai.com/account/api-keys"
 _NO_KEY = (
@@ -259,7 +259,7 @@ def _success(
     item: dict[str, Any] = {}
     if req.response_format == "url":
         name = f"img-{d.token.hex()}.{output_format}"
-        core.store_file(name, _MIME[output_format], image)
+        core.store_file(name, format_named(output_format).mime_type, image)
         item["url"] = f"http://{host}/_sim/files/{name}"
     else:
         item["b64_json"] = base64.b64encode(image).decode()
