@@ -23,9 +23,17 @@ After every run (and at the end) these must hold, or the script prints the viola
   be paid for twice ("wasted"); every other request is a fault the simulator injected;
 - at the end every image of every batch is done and on disk exactly once.
 
+With `--mode batch` the images go as batch jobs (the simulator's Gemini Batch API, results
+in files to download) and the crash points include each step of a job's life: just after a
+create call was answered (before the ledger has the job's name), while polling, part-way
+through a results download, and the saves. Two more checks then hold after every run, from
+the simulator's own record of its jobs (`GET /_sim/batches`): no image was submitted in a
+job while an earlier job holding it was still live, and no image was made twice; and the
+ledger links no image to a closed job.
+
     python benchmarks/chaos.py [--kills 200] [--seed 1] [--images 60] [--concurrency 4]
         [--latency 0.05-0.3] [--faults 503=0.2,429=0.05,500=0.05,timeout=0.01] [--hang 1.5]
-        [--timeout 1.0]
+        [--timeout 1.0] [--mode online|batch]
 
 tests/test_chaos.py runs a short version of the same thing with these functions.
 """
@@ -47,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from PIL import Image
 
 if __package__ in (None, ""):  # run as a script: the repository root holds tests/
@@ -58,6 +67,9 @@ from tests.e2e_helpers import KEY, env, nbbatch_cmd, requests_log, write_manifes
 Key = tuple[str, int]
 TEMP_NAME = re.compile(r"\.(.+)\.([0-9a-f]{16})\.tmp")
 CRASH_POINTS = ("mid-write", "before-rename", "after-rename")
+# Batch mode adds kills at each step of a job's life: just after a create call was answered
+# (before the ledger records the job's name), while polling, and part-way through a download.
+BATCH_CRASH_POINTS = ("creating", "polling", "downloading", *CRASH_POINTS)
 
 # The real CLI, with nbbatch.storage's `os` wrapped so that the process SIGKILLs itself at the
 # Nth call of one file operation: the kill lands inside a save, where a timer rarely hits.
@@ -94,6 +106,34 @@ class CrashingOs:
         return os.replace(src, dst)
 
 storage.os = CrashingOs()
+
+import nbbatch.providers.gemini_batch as gemini_batch
+import nbbatch.providers.wire as wire
+client = gemini_batch.GeminiBatchClient
+
+def after_nth(method, wanted):
+    async def wrapped(*args, **kwargs):
+        result = await method(*args, **kwargs)
+        if point == wanted:
+            calls[0] += 1
+            if calls[0] == nth:
+                die()
+        return result
+    return wrapped
+
+client.create = after_nth(client.create, "creating")
+client.get = after_nth(client.get, "polling")
+get_lines = wire.get_lines
+
+async def dying_lines(*args, **kwargs):
+    async for line in get_lines(*args, **kwargs):
+        if point == "downloading":
+            calls[0] += 1
+            if calls[0] == nth:
+                die()
+        yield line
+
+gemini_batch.get_lines = dying_lines
 sys.argv[0] = "nbbatch"
 from nbbatch.cli import main
 main()
@@ -122,6 +162,10 @@ class ChaosConfig:
     early_share: float = 0.25
     crash_share: float = 0.15  # kills from inside, at a crash point of a save
     run_timeout: float = 120.0  # a run that takes longer is a violation (hung)
+    mode: str = "online"  # or "batch": the images go as batch jobs (the simulator's API)
+    batch_size: int = 10  # batch.max_requests: images per job
+    batch_duration: float = 0.5  # how long the simulator takes over each job
+    crash_points: tuple[str, ...] = ()  # crash kills go through these in turn (else random)
 
 
 @dataclass
@@ -324,6 +368,50 @@ def check_budget(log: list[dict], secured_images: int, kills: int, concurrency: 
                         f"after {kills} kills: more than {kills} x {concurrency} were lost")
 
 
+def batch_jobs(url: str) -> list[dict]:
+    return httpx.get(f"{url}/_sim/batches", timeout=5).json()
+
+
+def check_batch_jobs(jobs: list[dict]) -> None:
+    """Batch mode, from the simulator's side: no image was submitted in a job while an
+    earlier job holding it was still live, and none was made (paid for) twice."""
+    live_until: dict[str, tuple[float, str]] = {}
+    made: dict[str, str] = {}
+    for job in sorted(jobs, key=lambda j: j["created"]):
+        for request in job["requests"]:
+            prompt = request["prompt"]
+            earlier = live_until.get(prompt)
+            if earlier and job["created"] < earlier[0]:
+                raise Violation(f"{prompt!r} was submitted in {job['name']} at t="
+                                f"{job['created']} while {earlier[1]} still held it (live "
+                                f"until t={earlier[0]})")
+            live_until[prompt] = (job["ends"], job["name"])
+            if request["outcome"] == "success":
+                if prompt in made:
+                    raise Violation(f"{prompt!r} was made twice: in {made[prompt]} and "
+                                    f"{job['name']}")
+                made[prompt] = job["name"]
+
+
+def check_job_links(out: Path) -> None:
+    """Every image the ledger places in a job places it in an open one."""
+    ledger = out / "ledger.db"
+    if not ledger.exists():
+        return
+    conn = sqlite3.connect(ledger)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if "batch_jobs" not in tables:
+            return
+        stray = conn.execute(
+            "SELECT i.id FROM images i JOIN batch_jobs j ON j.job_id = i.batch_job"
+            " WHERE j.phase = 'closed'").fetchall()
+    finally:
+        conn.close()
+    if stray:
+        raise Violation(f"{len(stray)} images are still linked to closed batch jobs")
+
+
 # --------------------------------------------------------------------------- the driver
 
 
@@ -347,16 +435,25 @@ def _new_batch(work: Path, number: int, cfg: ChaosConfig, url: str) -> _Batch:
         providers={"gemini": {"api_key_env": "GEMINI_API_KEY", "base_url": url,
                               "timeout": cfg.timeout}},
         retry={"max_attempts": cfg.max_attempts, "initial_delay": 0.02, "max_delay": 0.2},
+        # 4K answers are too large to come back inline: results come as files to download.
+        **({"mode": "batch", "batch": {"poll_every": 0.05, "max_requests": cfg.batch_size},
+            "defaults": {"provider": "gemini", "model": "gemini-3-pro-image",
+                         "aspect_ratio": "1:1", "image_size": "4K"}}
+           if cfg.mode == "batch" else {}),
     )
     out = folder / "out"
     return _Batch(number, folder, manifest, out, prompts, inspect_output(out))
 
 
-def _draw(rng: random.Random, cfg: ChaosConfig) -> tuple[str, float | str]:
-    """How the next run ends: ("early"|"mid-run", seconds until SIGKILL) or ("crash", point)."""
+def _draw(rng: random.Random, cfg: ChaosConfig, crashes: int = 0) -> tuple[str, float | str]:
+    """How the next run ends: ("early"|"mid-run", seconds until SIGKILL) or ("crash", point).
+    `crashes`: crash kills so far (cfg.crash_points are taken in turn)."""
     r = rng.random()
     if r < cfg.crash_share:
-        return "crash", f"{rng.choice(CRASH_POINTS)}:{rng.randint(1, 3)}"
+        points = BATCH_CRASH_POINTS if cfg.mode == "batch" else CRASH_POINTS
+        point = (cfg.crash_points[crashes % len(cfg.crash_points)] if cfg.crash_points
+                 else rng.choice(points))
+        return "crash", f"{point}:{rng.randint(1, 3)}"
     if r < cfg.crash_share + cfg.early_share:
         return "early", rng.uniform(0, cfg.startup)
     return "mid-run", rng.uniform(cfg.startup, cfg.startup + cfg.span)
@@ -394,7 +491,8 @@ class _Chaos:
         self.secured_done_batches = 0  # images in finished batches
         self.seen = 0  # request log entries checked so far
 
-    def after_run(self, batch: _Batch, code: int, how: str | None) -> bool:
+    def after_run(self, batch: _Batch, code: int, how: str | None,
+                  arg: float | str | None = None) -> bool:
         """Check everything after one run; True when the batch is complete."""
         cfg, fig = self.cfg, self.figures
         fig.runs += 1
@@ -419,14 +517,20 @@ class _Chaos:
             self.seen = len(log)
             for key in after.secured:
                 self.secured.setdefault(batch.prompts[key], f"after {context}")
-            check_budget(log, self.secured_done_batches + len(after.secured), fig.kills,
-                         cfg.concurrency)
+            if cfg.mode == "batch":  # results wait in live jobs: the sharper checks apply
+                check_batch_jobs(batch_jobs(self.url))
+                check_job_links(batch.out)
+            else:
+                check_budget(log, self.secured_done_batches + len(after.secured), fig.kills,
+                             cfg.concurrency)
         except Violation as exc:
             raise Violation(f"{context}: {exc}") from None
         if killed:
             ran = after.runs > before.runs
             phase = ("start-up, lock or sync" if not ran
                      else "save under way" if after.intents or after.temps else "requests")
+            if cfg.mode == "batch" and how == "crash":
+                phase = str(arg).split(":")[0]  # creating, polling, downloading or a save
             fig.kill_phases[phase] += 1
             fig.kill_kinds[how if how != "crash" else "crash point"] += 1
         batch.snapshot = after
@@ -444,9 +548,9 @@ class _Chaos:
         started = time.monotonic()
         batch = _new_batch(self.work, 1, cfg, self.url)
         while fig.kills < cfg.kills:
-            how, arg = _draw(rng, cfg)
+            how, arg = _draw(rng, cfg, fig.kill_kinds["crash point"])
             code = _run(batch, self.work, cfg, how, arg)
-            if self.after_run(batch, code, how):
+            if self.after_run(batch, code, how, arg):
                 self._finished(batch)
                 batch = _new_batch(self.work, batch.number + 1, cfg, self.url)
             if fig.runs % 10 == 0:
@@ -478,7 +582,8 @@ def run_chaos(cfg: ChaosConfig, work: Path, report: Callable[[str], None] = prin
     """Kill, check, repeat, as the module says. Raises Violation at the first broken promise."""
     options = SimulatorOptions(
         latency=cfg.latency, api_key=KEY, seed=cfg.seed, hang=cfg.hang,
-        retry_delay=cfg.retry_delay, **parse_faults(cfg.faults),
+        retry_delay=cfg.retry_delay, batch_duration=cfg.batch_duration,
+        **parse_faults(cfg.faults),
     )
     with SimulatorServer(options) as sim:
         # A killed client resets its connection under a handler that is still answering it;
@@ -504,16 +609,18 @@ def main() -> int:
     parser.add_argument("--span", type=float, default=ChaosConfig.span,
                         help="seconds after start-up over which mid-run kills are spread")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--mode", choices=("online", "batch"), default="online",
+                        help="batch: the images go as batch jobs, killed at every step")
     args = parser.parse_args()
     low, _, high = args.latency.partition("-")
     cfg = ChaosConfig(
         kills=args.kills, seed=args.seed, images=args.images, concurrency=args.concurrency,
         latency=(float(low), float(high or low)), faults=args.faults, hang=args.hang,
-        timeout=args.timeout, span=args.span,
+        timeout=args.timeout, span=args.span, mode=args.mode,
     )
     print(f"chaos: {cfg.kills} kills, seed {cfg.seed}, {cfg.images} images per batch, "
           f"concurrency {cfg.concurrency}, latency {args.latency} s, faults {cfg.faults}, "
-          f"hang {cfg.hang:g} s, client timeout {cfg.timeout:g} s", flush=True)
+          f"hang {cfg.hang:g} s, client timeout {cfg.timeout:g} s, mode {cfg.mode}", flush=True)
     with tempfile.TemporaryDirectory(prefix="nbbatch-chaos-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

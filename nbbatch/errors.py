@@ -13,6 +13,7 @@
         ├── BlockedError         safety / policy refusal: the image fails, never retried
         ├── InvalidRequestError  400 about the request: the image fails, never retried
         ├── QuotaExhaustedError  per-day quota or billing cap: the provider is done for this run
+        ├── JobGoneError         the provider no longer knows a batch job (its images go back)
         └── FatalError           the whole run must stop: key rejected, permission (exit 4)
             └── UnknownModelError  the provider does not know the model (exit 2)
 """
@@ -150,6 +151,13 @@ class InvalidRequestError(ProviderError):
 class QuotaExhaustedError(ProviderError):
     kind = Outcome.QUOTA
     exit_code = ExitCode.TEMPFAIL
+
+
+class JobGoneError(ProviderError):
+    """A batch job the ledger records is unknown to the provider (deleted, or expired long
+    ago): nothing more will come of it."""
+
+    kind = Outcome.TRANSIENT
 
 
 class FatalError(ProviderError):

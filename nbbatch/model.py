@@ -22,6 +22,7 @@ from annotated_types import Ge, Gt, Le, MinLen
 from nbbatch.text import shown
 
 MAX_CONCURRENCY = 256  # requests in flight per provider; more only hurts an overloaded API
+MAX_BATCH_REQUESTS = 50_000  # the most either batch API takes in one job
 Mode = Literal["online", "batch"]
 
 
@@ -102,6 +103,14 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """Batch mode: how often live jobs are polled, and how many images one job may hold."""
+
+    poll_every: Annotated[float, Gt(0)] = 60.0  # seconds; fractions too (tests poll fast)
+    max_requests: Annotated[int, Ge(1), Le(MAX_BATCH_REQUESTS)] = 1000
+
+
+@dataclass(frozen=True)
 class Item:
     """One manifest entry with defaults applied. `count` images are made from it."""
 
@@ -142,6 +151,8 @@ class Manifest:
     retry: RetryConfig
     failover: FailoverConfig | None
     items: tuple[Item, ...]
+    mode: Mode = "online"
+    batch: BatchConfig = BatchConfig()
 
     @property
     def image_count(self) -> int:

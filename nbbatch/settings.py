@@ -16,7 +16,9 @@ from typing import Any
 
 from nbbatch.errors import UsageError
 from nbbatch.manifest import apply_overrides, load_manifest
+from nbbatch.manifest.batch import check_batch_mode
 from nbbatch.model import (
+    BatchConfig,
     FailoverConfig,
     Item,
     Manifest,
@@ -40,6 +42,8 @@ class RunOptions:
     max_cost: float | None = None
     max_duration: float | None = None  # seconds
     retry_failed: bool = False
+    mode: str | None = None  # "online" | "batch": overrides the manifest's mode
+    no_wait: bool = False  # batch mode: submit and collect, then return without waiting
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, False)}
@@ -85,6 +89,12 @@ def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Set
     if options.provider:
         # One provider, as asked: no switching to others behind the user's back.
         manifest = replace(manifest, failover=None)
+    if options.mode is not None:
+        if options.mode not in ("online", "batch"):
+            raise UsageError(f"--mode must be online or batch, got {options.mode!r}")
+        manifest = replace(manifest, mode="batch" if options.mode == "batch" else "online")
+    if manifest.mode == "batch":
+        check_batch_mode(manifest, str(manifest_path))
     return Settings(manifest=manifest, out=out.absolute(), options=options)
 
 
@@ -97,6 +107,8 @@ def manifest_record(manifest: Manifest) -> dict[str, Any]:
                    "concurrency": manifest.pacing.concurrency},
         "retry": asdict(manifest.retry),
         "failover": asdict(manifest.failover) if manifest.failover else None,
+        "mode": manifest.mode,
+        "batch": asdict(manifest.batch),
     }
 
 
@@ -115,6 +127,9 @@ def from_ledger(record: dict[str, Any], items: list[Item], *, manifest_path: str
             failover=FailoverConfig(**{**failover, "order": tuple(failover["order"])})
             if failover else None,
             items=tuple(items),
+            # Ledgers from before batch mode recorded neither: online, default batch settings.
+            mode="batch" if record.get("mode") == "batch" else "online",
+            batch=BatchConfig(**record.get("batch") or {}),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"the ledger in {out} records settings this nbbatch cannot read "

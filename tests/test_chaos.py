@@ -9,6 +9,7 @@ from PIL import Image
 from benchmarks.chaos import (
     ChaosConfig,
     Violation,
+    check_batch_jobs,
     check_budget,
     check_no_repeat,
     inspect_output,
@@ -51,3 +52,31 @@ def test_the_checks_catch_a_torn_image_an_orphan_a_repeat_and_waste(tmp_path):
         check_no_repeat(log, 2, {"p": "after kill 1"})
     with pytest.raises(Violation, match="more than 1 x 1 were lost"):
         check_budget(log, secured_images=1, kills=1, concurrency=1)
+
+
+def test_batch_mode_kill_9_while_creating_polling_downloading_and_saving(tmp_path):
+    cfg = ChaosConfig(
+        kills=4, seed=2, images=6, concurrency=3, latency=(0.02, 0.1), hang=0.6, timeout=0.4,
+        retry_delay=0.1, startup=0.7, span=1.0, early_share=0.0, crash_share=1.0,
+        faults="500=0.1", mode="batch", batch_size=3, batch_duration=0.3,
+        crash_points=("creating", "polling", "downloading", "mid-write"),
+    )
+    figures = run_chaos(cfg, tmp_path, report=lambda line: None)
+    # Each kill was checked: no image in two live jobs, none made twice, nothing torn or lost.
+    assert figures.kills == 4
+    assert set(figures.kill_phases) == {"creating", "polling", "downloading", "mid-write"}
+    assert figures.images == figures.batches * 6 and figures.wasted == 0
+
+
+def test_the_batch_checks_catch_an_image_in_two_live_jobs_and_one_made_twice():
+    first = {"name": "j1", "created": 0.0, "ends": 5.0,
+             "requests": [{"prompt": "p", "outcome": "internal"}]}
+    overlapping = {"name": "j2", "created": 4.0, "ends": 9.0,
+                   "requests": [{"prompt": "p", "outcome": "success"}]}
+    with pytest.raises(Violation, match="while j1 still held it"):
+        check_batch_jobs([first, overlapping])
+    made = {**first, "requests": [{"prompt": "p", "outcome": "success"}]}
+    later = {**overlapping, "created": 6.0}
+    with pytest.raises(Violation, match="made twice"):
+        check_batch_jobs([made, later])
+    check_batch_jobs([first, later])  # resubmitted after its job ended: fine

@@ -15,7 +15,7 @@ from nbbatch.sim.options import TARGETS
 
 runner = CliRunner()
 README = (Path(__file__).parent.parent / "README.md").read_text()
-COMMANDS = ("run", "resume", "status", "plan", "simulate", "gallery")
+COMMANDS = ("run", "resume", "status", "plan", "simulate", "gallery", "cancel")
 
 
 def manifest(tmp_path, prompts, **extra):
@@ -150,3 +150,20 @@ def test_status_wide_shows_each_prompt_as_text(tmp_path):
     assert wide.exit_code == 0
     assert "[b]fox" in wide.output and "whale" in wide.output
     assert "whale" not in narrow.output
+
+
+def test_cancel_without_live_jobs_says_so_and_without_a_run_exits_2(tmp_path):
+    path = manifest(tmp_path, ["a"])
+    runner.invoke(app, ["run", str(path)])
+    result = runner.invoke(app, ["cancel", str(tmp_path / "out")])
+    assert result.exit_code == 0 and "no live batch jobs" in result.output
+    result = runner.invoke(app, ["cancel", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "no nbbatch run" in result.output
+
+
+def test_plan_in_batch_mode_shows_the_batch_price_and_the_online_one(tmp_path):
+    path = manifest(tmp_path, ["a", "b"], defaults={"provider": "gemini",
+                                                    "model": "gemini-3-pro-image"})
+    result = runner.invoke(app, ["plan", str(path), "--mode", "batch", "--offline"])
+    assert result.exit_code == 0, result.output
+    assert "$0.13 at the batch price (online: $0.27)" in result.output

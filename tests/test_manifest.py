@@ -259,7 +259,7 @@ def test_absolute_reference_path_is_allowed(tmp_path: Path) -> None:
      "(while scanning for the next token)"),
     ("- a\n- b\n",
      "m.yaml:1: the manifest must be a mapping of sections (version, output, defaults, "
-     "providers, pacing, retry, failover, prompts, prompts_file), got a list"),
+     "providers, pacing, retry, failover, prompts, prompts_file, mode, batch), got a list"),
     ("", "m.yaml: the manifest is empty: it needs prompts or a prompts_file"),
     ("version: 1\n", "m.yaml:1: no prompts: add a prompts list or a prompts_file"),
     ("prompts:\n  - prompt: a\n    prompt: b\n",
@@ -319,7 +319,7 @@ def test_missing_manifest(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "expected"), [
     ("prompts:\n  - prompt: a\nprompt_file: x.csv\n",
      "m.yaml:3: prompt_file: unknown key 'prompt_file'; allowed keys here: version, output, "
-     "defaults, providers, pacing, retry, failover, prompts, prompts_file"),
+     "defaults, providers, pacing, retry, failover, prompts, prompts_file, mode, batch"),
     ("pacing:\n  intervall: 5\nprompts:\n  - prompt: a\n",
      "m.yaml:2: pacing.intervall: unknown key 'intervall'; allowed keys here: interval, "
      "concurrency"),

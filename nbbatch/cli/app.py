@@ -7,8 +7,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -24,6 +25,12 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one error, one line: greppable logs
+
+
+class Mode(StrEnum):  # Typer shows the choices
+    online = "online"
+    batch = "batch"
+
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Every request and retry.")]
@@ -91,6 +98,8 @@ def run(
     max_cost: Annotated[float | None, typer.Option(help="Stop before spending more than this (USD, estimated).")] = None,
     max_duration: Annotated[str | None, typer.Option(help="Stop dispatching after this long: 90s, 45m, 2h.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Put failed images back to pending first.")] = False,
+    mode: Annotated[Optional[Mode], typer.Option(help="online: one request per image; batch: the providers' batch APIs, half the price, results within 24 h.")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Batch mode: collect finished jobs and submit new ones, then exit (75 while jobs are live).")] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> int:
@@ -101,6 +110,7 @@ def run(
         out=str(out) if out else None, provider=provider, interval=interval,
         concurrency=concurrency, max_images=max_images, max_cost=max_cost,
         max_duration=max_duration, retry_failed=retry_failed,
+        mode=mode.value if mode else None, no_wait=no_wait,
     )
     settings = resolve(manifest, options, cwd=Path.cwd())
     return _start(settings, quiet=quiet, verbose=verbose)
@@ -140,7 +150,7 @@ def status(
     wide: Annotated[bool, typer.Option("--wide", help="Show each image's prompt too.")] = False,
 ) -> int:
     """What is done, failed and pending, with counts."""
-    from nbbatch.cli.render import counts_line, status_table
+    from nbbatch.cli.render import batch_jobs_table, counts_line, status_table
     from nbbatch.engine.status import write_status_json
     from nbbatch.store import open_for_reading
 
@@ -154,12 +164,30 @@ def status(
             return 0
         cost = ledger.cost_summary()
         console.print(status_table(list(ledger.rows()), wide=wide))
+        jobs = ledger.batch.jobs()
+        if jobs:
+            console.print(batch_jobs_table(jobs))
         by_provider = ledger.counts_by_provider()
         console.print(counts_line(ledger.counts(), cost), markup=False)
         for name, counts in sorted(by_provider.items()):
             if name:
                 console.print(f"  {name}: {counts.done} done, {counts.failed} failed", markup=False)
         console.print(f"out: {shown_out}  manifest: {manifest}", markup=False, highlight=False)
+    return 0
+
+
+@app.command()
+@exits
+def cancel(
+    out: Annotated[Path | None, typer.Argument(help="Output folder (default: the last run started here).")] = None,
+) -> int:
+    """Cancel the live batch jobs of OUT; the next run collects what they finished."""
+    from nbbatch.engine.cancel import cancel_jobs
+    from nbbatch.settings import resume_settings
+
+    settings = resume_settings(_find_out(out))
+    for line in cancel_jobs(settings, env=os.environ):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -180,6 +208,7 @@ def plan(
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at most, per provider.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Count failed images as pending.")] = False,
     offline: Annotated[bool, typer.Option("--offline", help="Skip the pre-flight checks of keys and models.")] = False,
+    mode: Annotated[Optional[Mode], typer.Option(help="Plan for online requests or batch jobs (the batch price).")] = None,
 ) -> int:
     """Validate the manifest and show what a run would do, with the run's pre-flight checks
     of keys and models. Sends no generation request."""
@@ -188,7 +217,8 @@ def plan(
     from nbbatch.settings import RunOptions, resolve
 
     options = RunOptions(out=str(out) if out else None, provider=provider, interval=interval,
-                         concurrency=concurrency, retry_failed=retry_failed)
+                         concurrency=concurrency, retry_failed=retry_failed,
+                         mode=mode.value if mode else None)
     settings = resolve(manifest, options, cwd=Path.cwd())
     result = plan_batch(settings)
     pacing = settings.manifest.pacing
@@ -246,8 +276,13 @@ def simulate(
     fault_target: Annotated[str, typer.Option(help="Which API the random faults hit: all, gemini, openai, stability, openrouter.")] = "all",
     quota_target: Annotated[str, typer.Option(help="Which API the daily quota applies to: all, gemini, openai, stability, openrouter.")] = "all",
     metadata: Annotated[bool, typer.Option(help="Serve the model-metadata routes pre-flight uses (--no-metadata: act like a gateway without them).")] = True,
+    batch_duration: Annotated[float, typer.Option(help="Seconds a batch job takes (its requests finish evenly over it).")] = 2.0,
+    batch_outcome: Annotated[str, typer.Option(help="How batch jobs end: succeeded, failed, expired (half their requests run).")] = "succeeded",
+    batch_create_503: Annotated[int, typer.Option(help="The next N batch create calls answer 503.")] = 0,
+    batch_lose_create: Annotated[int, typer.Option(help="The next N batch create calls make the job but lose the answer.")] = 0,
+    image_bytes: Annotated[int | None, typer.Option(help="Grow each image to about this many bytes (real response sizes).")] = None,
 ) -> int:
-    """A local server speaking the Gemini, OpenAI, Stability and OpenRouter image APIs, with latency and fault injection."""
+    """A local server speaking the Gemini, OpenAI, Stability and OpenRouter image APIs (Gemini and OpenAI online and batch), with latency and fault injection."""
     from nbbatch.model import parse_interval
     from nbbatch.sim import SimulatorOptions, parse_faults, serve
 
@@ -259,7 +294,9 @@ def simulate(
             latency=(lat.low, lat.high), retry_delay=retry_delay, daily_quota=daily_quota,
             outage=(window.low, window.high) if window else None, api_key=api_key, seed=seed,
             outage_target=outage_target, fault_target=fault_target, quota_target=quota_target,
-            metadata=metadata,
+            metadata=metadata, batch_duration=batch_duration, batch_outcome=batch_outcome,
+            batch_create_503=batch_create_503, batch_lose_create=batch_lose_create,
+            image_bytes=image_bytes,
         )
         options = SimulatorOptions(**settings)
     except ValueError as exc:

@@ -105,6 +105,9 @@ def print_summary(console: Console, summary: RunSummary, *, plain: bool) -> None
         text += f" (+ up to ${cost.possibly_spent_usd:.3f} for requests that timed out)"
     if c.pending:
         text += f"; the {c.pending} pending will cost ~${cost.remaining_usd:.3f}"
+    if summary.submitted or summary.jobs_open:
+        text += (f"; batch: {summary.submitted} submitted this run, {summary.in_jobs} waiting "
+                 f"in {summary.jobs_open} live job{'s' if summary.jobs_open != 1 else ''}")
     if summary.stop_reason:
         text += f"\nstopped: {summary.stop_reason}"
     if summary.gallery:
@@ -165,6 +168,13 @@ def plan_table(plan, *, interval: str, concurrency: int) -> Table:
         ("estimated time", f"{hours}h {minutes:02d}m {seconds:02d}s (plus one request's latency)"),
         ("estimated cost", f"${plan.estimated_cost:.2f}"),
     ]
+    if plan.mode == "batch":
+        rows[-3:] = [
+            ("mode", "batch: jobs of many images, half the price"),
+            ("estimated time", "within 24 hours of submission, usually much sooner"),
+            ("estimated cost", f"${plan.estimated_cost:.2f} at the batch price "
+                               f"(online: ${plan.online_cost:.2f})"),
+        ]
     for key, value in rows:
         table.add_row(key, value)
     return table
@@ -211,3 +221,20 @@ class ThumbnailProgress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+def batch_jobs_table(jobs, *, limit: int = 20) -> Table:
+    """Batch jobs, open ones first, newest first: name, state and counts."""
+    table = Table(title="batch jobs", show_lines=False)
+    for column in ("job", "provider", "model", "state", "images", "done", "failed"):
+        table.add_column(column, overflow="fold")
+    ordered = sorted(jobs, key=lambda j: (not j.open, -j.job_id))
+    for job in ordered[:limit]:
+        state = job.state or "creating"
+        if not job.open:
+            state = f"collected: {job.outcome}" if job.outcome != "not created" else "not created"
+        # What the provider says is text, never markup.
+        cells = (job.name or job.display_name, job.provider, job.model, state,
+                 str(job.request_count), str(job.succeeded), str(job.failed))
+        table.add_row(*(Text(cell) for cell in cells))
+    if len(ordered) > limit:
+        table.caption = f"{len(ordered) - limit} older jobs not shown (status --json lists all)"
+    return table

@@ -24,6 +24,7 @@ class StopKind(StrEnum):
     INTERRUPTED = "interrupted"  # a signal
     LEDGER = "ledger"  # the ledger cannot be written
     STORAGE = "storage"  # an image cannot be written
+    NO_WAIT = "no_wait"  # batch mode: jobs submitted, left live for a later run
 
 
 @dataclass(frozen=True)

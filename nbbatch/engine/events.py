@@ -20,6 +20,7 @@ class EventKind(StrEnum):
     PROVIDER = "provider"  # a provider changed state (switched away, recovered, dropped...)
     STOPPING = "stopping"  # the run stopped dispatching
     GALLERY = "gallery"  # the contact sheet was brought up to date
+    BATCH_JOB = "batch job"  # a batch job was recorded, created, polled, collected or closed
 
 
 class Level(IntEnum):
@@ -62,6 +63,8 @@ class Progress:
     retries: int = 0
     done_this_run: int = 0
     failed_this_run: int = 0
+    jobs_open: int = 0  # batch mode: jobs recorded and not yet collected
+    in_jobs: int = 0  # batch mode: images waiting in those jobs
     provider_states: Callable[[], Mapping[str, ProviderState]] = field(
         default=lambda: {}, repr=False)
 

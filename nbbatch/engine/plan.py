@@ -30,8 +30,10 @@ class Plan:
     pending: int
     by_provider: dict[str, int]  # pending images per provider
     estimated_seconds: float
-    estimated_cost: float
+    estimated_cost: float  # at the price of the manifest's mode
     warnings: tuple[str, ...]
+    mode: str = "online"
+    online_cost: float = 0.0  # what the same images cost as online requests
 
 
 def plan_batch(settings: Settings) -> Plan:
@@ -45,7 +47,8 @@ def plan_batch(settings: Settings) -> Plan:
     pricing = Pricing(manifest.providers)
     done = failed = 0
     per_provider: Counter[str] = Counter()
-    cost = 0.0
+    cost = online = 0.0
+    batch = manifest.mode == "batch"
     for item in manifest.items:
         fingerprint = item.fingerprint
         for index in range(1, item.count + 1):
@@ -56,7 +59,8 @@ def plan_batch(settings: Settings) -> Plan:
                 failed += 1
             else:
                 per_provider[item.provider] += 1
-                cost += pricing.estimate(item)
+                cost += pricing.estimate(item, batch=batch)
+                online += pricing.estimate(item)
     interval = manifest.pacing.interval.mean
     # Start-to-start pacing per provider: the busiest provider sets the pace.
     seconds = max(per_provider.values(), default=0) * interval
@@ -64,7 +68,7 @@ def plan_batch(settings: Settings) -> Plan:
         items=len(manifest.items), images=manifest.image_count, done=done, failed=failed,
         pending=sum(per_provider.values()), by_provider=dict(per_provider),
         estimated_seconds=seconds, estimated_cost=cost,
-        warnings=tuple(model_warnings(manifest)),
+        warnings=tuple(model_warnings(manifest)), mode=manifest.mode, online_cost=online,
     )
 
 

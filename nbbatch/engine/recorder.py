@@ -16,10 +16,11 @@ from nbbatch.engine.pacing import Clock
 from nbbatch.engine.pricing import Pricing
 from nbbatch.errors import Outcome, ProviderError, StorageError
 from nbbatch.images import extension_for
+from nbbatch.model import Item
 from nbbatch.providers.base import GeneratedImage
 from nbbatch.store.files import ImageStore, image_file_name, sha256_hex
 from nbbatch.store.ledger import Ledger
-from nbbatch.store.records import Attempt
+from nbbatch.store.records import Attempt, Key
 
 
 class Recorder:
@@ -54,42 +55,58 @@ class Recorder:
     async def save(self, job: ImageJob, image: GeneratedImage) -> None:
         """Write the image and mark it done; StorageError leaves it pending."""
         assert job.provider is not None
+        await self.save_image(job.key, job.item, job.provider, job.model, image)
+        job.working = False
+
+    async def save_image(self, key: Key, item: Item, provider: str, model: str,
+                         image: GeneratedImage, *, batch: bool = False) -> float:
+        """Write one image of `item` made by `provider` with `model` (asked for) and mark it
+        done, at the batch price if `batch`; returns its cost. The one path every image file
+        takes, online or batch. StorageError leaves it pending."""
         relative = self.store.relative(image_file_name(
-            job.row.id, job.row.index, job.item.count, extension_for(image.mime_type)))
+            key[0], key[1], item.count, extension_for(image.mime_type)))
         digest = sha256_hex(image.data)
-        model = image.model or job.model
-        listed = self.pricing.list_price(job.item, job.provider, job.model)
+        made_by = image.model or model
+        listed = self.pricing.list_price(item, provider, model, batch=batch)
         # A charge the provider reported counts even for a model without a list price.
-        billed = self.pricing.billed(job.provider)
-        cost = catalog.image_cost(job.model, image.usage, listed) if billed else 0.0
+        billed = self.pricing.billed(provider)
+        cost = catalog.image_cost(model, image.usage, listed, batch=batch) if billed else 0.0
         # Intent first: a crash between here and mark_done is finished by the next run's
         # recovery instead of paying for the image again.
-        self.ledger.begin_save(job.key, file=relative, sha256=digest, bytes=len(image.data),
-                               provider=job.provider, model=model, cost_usd=cost,
+        self.ledger.begin_save(key, file=relative, sha256=digest, bytes=len(image.data),
+                               provider=provider, model=made_by, cost_usd=cost,
                                usage=dict(image.usage) or None)
         try:
             await asyncio.to_thread(self.store.write, relative, image.data, digest)
         except StorageError:
-            self.ledger.clear_save(job.key)
+            self.ledger.clear_save(key)
             raise
-        self.ledger.mark_done(job.key)
-        job.working = False
+        self.ledger.mark_done(key)
         self.spent += cost
-        self.dearest_seen[job.model] = max(self.dearest_seen.get(job.model, 0.0), cost)
+        self.dearest_seen[model] = max(self.dearest_seen.get(model, 0.0), cost)
         p = self.progress
         p.done, p.pending, p.done_this_run = p.done + 1, p.pending - 1, p.done_this_run + 1
-        self._emit(Event(EventKind.DONE, f"done {job.label} -> {relative} ({job.provider}, "
-                         f"{model})", job.key, job.provider))
+        self._emit(Event(EventKind.DONE, f"done {item.label(key[1])} -> {relative} ({provider}, "
+                         f"{made_by})", key, provider))
+        return cost
 
     def pending(self, job: ImageJob, kind: str, message: str, *, level: Level) -> None:
-        self.ledger.mark_pending(job.key, kind=kind, message=message)
-        self._emit(Event(EventKind.PENDING, f"{job.label} stays pending: {message}", job.key,
-                         job.provider, level))
+        self.pending_image(job.key, job.label, job.provider, kind, message, level=level)
+
+    def pending_image(self, key: Key, label: str, provider: str | None, kind: str,
+                      message: str, *, level: Level) -> None:
+        self.ledger.mark_pending(key, kind=kind, message=message)
+        self._emit(Event(EventKind.PENDING, f"{label} stays pending: {message}", key,
+                         provider, level))
 
     def failed(self, job: ImageJob, exc: ProviderError) -> None:
-        self.ledger.mark_failed(job.key, kind=exc.kind, message=exc.message,
-                                provider=job.provider, model=job.model)
+        self.fail_image(job.key, job.label, job.provider, job.model, exc)
+
+    def fail_image(self, key: Key, label: str, provider: str | None, model: str | None,
+                   exc: ProviderError) -> None:
+        self.ledger.mark_failed(key, kind=exc.kind, message=exc.message,
+                                provider=provider, model=model)
         p = self.progress
         p.failed, p.pending, p.failed_this_run = p.failed + 1, p.pending - 1, p.failed_this_run + 1
-        self._emit(Event(EventKind.FAILED, f"failed {job.label} ({exc.kind}): {exc.message}",
-                         job.key, job.provider, Level.WARNING))
+        self._emit(Event(EventKind.FAILED, f"failed {label} ({exc.kind}): {exc.message}",
+                         key, provider, Level.WARNING))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -20,6 +21,8 @@ from tenacity.wait import wait_base
 
 from nbbatch.errors import TransientError
 from nbbatch.model import RetryConfig
+
+T = TypeVar("T")
 
 
 class wait_backoff_or_server_delay(wait_base):
@@ -58,3 +61,18 @@ def retrying(
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+async def retried(
+    call: Callable[[int], Awaitable[T]],
+    config: RetryConfig,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+) -> T:
+    """`await call(attempt_number)` until it does not raise TransientError, backing off as
+    above; the last TransientError once attempts run out (batch API calls: create, poll)."""
+    async for attempt in retrying(config, sleep=sleep, before_sleep=before_sleep):
+        with attempt:
+            return await call(attempt.retry_state.attempt_number)
+    raise AssertionError("tenacity re-raises the last error")  # pragma: no cover

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
+from nbbatch.engine.batch_run import BatchRun
 from nbbatch.engine.budget import Budget
 from nbbatch.engine.dispatcher import Dispatcher
 from nbbatch.engine.events import Event, EventKind, EventSink, Level, Progress
@@ -25,8 +27,8 @@ from nbbatch.engine.summary import RunSummary
 from nbbatch.errors import ExitCode, NbbatchError, UsageError
 from nbbatch.gallery import update_gallery
 from nbbatch.model import Manifest
-from nbbatch.providers import create_provider
-from nbbatch.providers.base import Provider
+from nbbatch.providers import create_batch_client, create_provider
+from nbbatch.providers.base import BatchClient, Provider
 from nbbatch.settings import Settings, manifest_record
 from nbbatch.store import LEDGER_FILE
 from nbbatch.store.files import ImageStore
@@ -40,8 +42,9 @@ TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
 def planned_images(manifest: Manifest) -> Iterator[PlannedImage]:
     pricing = Pricing(manifest.providers)
     position = 0
+    batch = manifest.mode == "batch"
     for item in manifest.items:
-        estimate = pricing.estimate(item)
+        estimate = pricing.estimate(item, batch=batch)
         for index in range(1, item.count + 1):
             yield PlannedImage(item.id, index, item.fingerprint, position, estimate)
             position += 1
@@ -57,6 +60,16 @@ def build_providers(
         transport = transport_factory(name) if transport_factory else None
         providers[name] = create_provider(manifest.provider(name), env, transport=transport)
     return providers
+
+
+def build_batch_clients(
+    manifest: Manifest, names: set[str], env: Mapping[str, str],
+    transport_factory: TransportFactory | None = None,
+) -> dict[str, BatchClient]:
+    """The batch client of every provider a batch run needs; a missing key fails here."""
+    return {name: create_batch_client(manifest.provider(name), env,
+                                      transport=transport_factory(name) if transport_factory
+                                      else None) for name in sorted(names)}
 
 
 def _recover(ledger: Ledger, store: ImageStore) -> None:
@@ -93,17 +106,32 @@ def run_batch(
                 ledger.retry_failed()
             pending = ledger.pending()
             items = {item.id: item for item in manifest.items}
+            budget = Budget(options.max_images, options.max_cost, options.max_duration)
+            if manifest.mode == "batch":
+                needed = {items[row.id].provider for row in pending if row.id in items}
+                needed |= {job.provider for job in ledger.batch.jobs(open_only=True)}
+                clients = build_batch_clients(manifest, needed, env, transport_factory)
+                run_id = ledger.start_run(manifest=str(manifest.path),
+                                          options=options.to_record(), cwd=str(cwd),
+                                          pid=os.getpid())
+                batch_run = BatchRun(manifest, ledger, store, clients, out_name=out.name,
+                                     budget=budget, no_wait=options.no_wait, on_event=on_event)
+                summary = asyncio.run(_drive(batch_run, batch_run.run, handle_signals))
+                ledger.finish_run(run_id, int(summary.exit_code))
+                if summary.done_this_run:
+                    summary = _refresh_gallery(out, summary, on_event)
+                return summary
             needed = {name for row in pending if row.id in items
                       for name in candidates(items[row.id], manifest.failover)}
             providers = build_providers(manifest, needed, env, transport_factory)
             run_id = ledger.start_run(manifest=str(manifest.path), options=options.to_record(),
                                       settings=manifest_record(manifest), cwd=str(cwd),
                                       pid=os.getpid())
-            budget = Budget(options.max_images, options.max_cost, options.max_duration)
             dispatcher = Dispatcher(manifest, ledger, store, providers, budget=budget,
                                     on_event=on_event)
             try:
-                summary = asyncio.run(_drive(dispatcher, pending, handle_signals))
+                summary = asyncio.run(_drive(dispatcher, lambda: dispatcher.run(pending),
+                                             handle_signals))
             except NbbatchError as exc:  # the pre-flight refused a key or a model
                 ledger.finish_run(run_id, int(exc.exit_code))
                 raise
@@ -135,15 +163,22 @@ def _refresh_gallery(out: Path, summary: RunSummary, on_event: EventSink | None)
     return replace(summary, gallery=result.path)
 
 
-async def _drive(dispatcher: Dispatcher, pending: list, handle_signals: bool) -> RunSummary:
+class _Interruptible(Protocol):
+    interrupted_by: ExitCode | None
+
+    def interrupt(self, code: ExitCode) -> None: ...
+
+
+async def _drive(runner: _Interruptible, start: Callable[[], Awaitable[RunSummary]],
+                 handle_signals: bool) -> RunSummary:
     if handle_signals:
         loop = asyncio.get_running_loop()
         for signum, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
-            loop.add_signal_handler(signum, _on_signal, dispatcher, code)
-    return await dispatcher.run(pending)
+            loop.add_signal_handler(signum, _on_signal, runner, code)
+    return await start()
 
 
-def _on_signal(dispatcher: Dispatcher, code: ExitCode) -> None:
+def _on_signal(dispatcher: _Interruptible, code: ExitCode) -> None:
     if dispatcher.interrupted_by:
         # Second signal: stop at once. Every ledger write is its own transaction, so
         # nothing is left half-done.

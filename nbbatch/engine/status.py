@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from nbbatch.store.batch_jobs import JobRecord
 from nbbatch.store.ledger import LedgerView
 from nbbatch.store.records import Counts, ImageRow
 
@@ -27,12 +29,32 @@ def write_status_json(ledger: LedgerView, stream: TextIO, *, out: str,
     stream.write("{\n")
     for key, value in head.items():
         stream.write(f"  {json.dumps(key)}: {json.dumps(value)},\n")
+    stream.write(f'  "batch_jobs": {json.dumps([job_json(j) for j in ledger.batch.jobs()])},\n')
     stream.write('  "items": [')
     separator = "\n    "
+    waiting = dict(ledger.batch.memberships())  # only images in open jobs: usually few
     for row in ledger.rows():
-        stream.write(separator + json.dumps(item_json(row)))
+        item = item_json(row)
+        member = waiting.get((row.id, row.index))
+        item["batch"] = None if member is None else {
+            "job": member.job, "state": member.state, "submitted_at": iso(member.submitted_at)}
+        stream.write(separator + json.dumps(item))
         separator = ",\n    "
     stream.write("\n  ]\n}\n")
+
+
+def job_json(job: JobRecord) -> dict[str, Any]:
+    return {"job": job.name, "display_name": job.display_name, "provider": job.provider,
+            "model": job.model, "phase": job.phase, "state": job.state,
+            "images": job.request_count, "succeeded": job.succeeded, "failed": job.failed,
+            "submitted_at": iso(job.submitted_at), "closed_at": iso(job.closed_at),
+            "outcome": job.outcome, "error": job.error}
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def counts_json(counts: Counts) -> dict[str, int]:

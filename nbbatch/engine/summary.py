@@ -21,6 +21,9 @@ class RunSummary:
     failed_this_run: int
     elapsed: float
     gallery: Path | None = None  # OUT/gallery.html when this run brought it up to date
+    submitted: int = 0  # batch mode: images sent in new jobs this run
+    jobs_open: int = 0  # batch mode: jobs still live at the end (collected by a later run)
+    in_jobs: int = 0  # images waiting in those jobs
 
     @property
     def stop_reason(self) -> str | None:

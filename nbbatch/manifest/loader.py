@@ -13,6 +13,7 @@ from typing import Any
 
 from nbbatch import catalog
 from nbbatch.errors import ManifestError
+from nbbatch.manifest.batch import check_batch_mode
 from nbbatch.manifest.entries import DEFAULT_FIELDS, EntryError, check_entry
 from nbbatch.manifest.items import ItemBuilder
 from nbbatch.manifest.names import IdRegistry
@@ -20,14 +21,24 @@ from nbbatch.manifest.prompts_file import SUFFIXES, read_rows
 from nbbatch.manifest.providers import check_providers
 from nbbatch.manifest.sections import SectionError, build_section, check_value
 from nbbatch.manifest.yaml_doc import MAX_MANIFEST_BYTES, DocumentError, NodeLines, load_yaml
-from nbbatch.model import FailoverConfig, Item, Manifest, PacingConfig, ProviderConfig, RetryConfig
+from nbbatch.model import (
+    BatchConfig,
+    FailoverConfig,
+    Item,
+    Manifest,
+    Mode,
+    PacingConfig,
+    ProviderConfig,
+    RetryConfig,
+)
 from nbbatch.providers import registry
 from nbbatch.text import format_path, kind_of, shown
 
 # The top-level keys, and the type of those that are not sections of their own.
 TOP_LEVEL: dict[str, Any] = {
     "version": int, "output": str, "defaults": None, "providers": None, "pacing": None,
-    "retry": None, "failover": None, "prompts": list, "prompts_file": str,
+    "retry": None, "failover": None, "prompts": list, "prompts_file": str, "mode": Mode,
+    "batch": None,
 }
 
 
@@ -66,6 +77,7 @@ class _Loader:
             pacing = self._section(PacingConfig, data, "pacing")
             retry = self._section(RetryConfig, data, "retry")
             failover = self._failover(data.get("failover"))
+            batch = self._section(BatchConfig, data, "batch")
         except SectionError as e:
             raise self.fail(e.message, e.path) from None
         if data.get("version") not in (None, 1):
@@ -82,10 +94,14 @@ class _Loader:
         for name in sorted({*builder.providers_used, *(failover.order if failover else ())}):
             if name not in providers:
                 providers[name] = ProviderConfig(name, timeout=registry.spec(name).timeout)
-        return Manifest(
+        manifest = Manifest(
             path=self.path, output=self._output(data.get("output")), providers=providers,
             pacing=pacing, retry=retry, failover=failover, items=items,
+            mode=data.get("mode") or "online", batch=batch,
         )
+        if manifest.mode == "batch":
+            check_batch_mode(manifest, self.display)
+        return manifest
 
     def _read(self) -> tuple[dict[str, Any], dict[int, int]]:
         try:

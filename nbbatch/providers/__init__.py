@@ -13,13 +13,21 @@ import httpx
 from nbbatch.errors import UsageError
 from nbbatch.model import ProviderConfig
 from nbbatch.providers import registry
-from nbbatch.providers.base import GeneratedImage, ImageRequest, Provider, ReferenceImage
+from nbbatch.providers.base import (
+    BatchClient,
+    GeneratedImage,
+    ImageRequest,
+    Provider,
+    ReferenceImage,
+)
 
 __all__ = [
+    "BatchClient",
     "GeneratedImage",
     "ImageRequest",
     "Provider",
     "ReferenceImage",
+    "create_batch_client",
     "create_provider",
     "key_variables",
 ]
@@ -58,3 +66,17 @@ def create_provider(
     module = registry.implementation(config.name)
     provider: Provider = module.create(config, resolve_api_key(config, env), transport)
     return provider
+
+
+def create_batch_client(
+    config: ProviderConfig,
+    env: Mapping[str, str],
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> BatchClient:
+    """The batch API client of `config`'s provider (the manifest checked it has one)."""
+    if config.name not in registry.PROVIDERS or registry.spec(config.name).batch_module is None:
+        raise UsageError(f"provider {config.name!r} has no batch mode")
+    module = registry.batch_implementation(config.name)
+    client: BatchClient = module.create_batch(config, resolve_api_key(config, env), transport)
+    return client

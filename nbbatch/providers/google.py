@@ -98,8 +98,25 @@ def classify(
     the message for a rejected key; `hints` maps an HTTP status to a sentence appended to the
     message of an error with that status (what to check, in the provider's own terms).
     """
+    return classify_document(status, headers, _parse(body), body, provider=provider,
+                             redact=redact, model=model, key_env=key_env, hints=hints)
+
+
+def classify_document(
+    status: int,
+    headers: Mapping[str, str],
+    doc: dict[str, Any] | None,
+    body: bytes = b"",
+    *,
+    provider: str,
+    redact: Redactor,
+    model: str = "",
+    key_env: str | None = None,
+    hints: Mapping[int, str] | None = None,
+) -> GeneratedImage:
+    """`classify` for an answer already parsed: `doc` is its JSON object (None when it was
+    not one; `body` is then quoted). Batch results arrive as documents inside a file."""
     headers = httpx.Headers(headers)
-    doc = _parse(body)
     request_id = as_text(get(doc, "responseId", "response_id")) or headers.get("x-request-id")
     usage = redact.scrub(as_dict(get(doc, "usageMetadata", "usage_metadata"))) or None
     request_id = redact(request_id) if request_id else None

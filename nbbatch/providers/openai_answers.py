@@ -65,8 +65,24 @@ def classify(
     ProviderError it means. `key_env` names the key's variable in the
     message for a rejected key.
     """
+    return classify_document(status, headers, parse_object(body), body, provider=provider,
+                             redact=redact, model=model, key_env=key_env)
+
+
+def classify_document(
+    status: int,
+    headers: Mapping[str, str],
+    doc: dict[str, Any] | None,
+    body: bytes = b"",
+    *,
+    provider: str,
+    redact: Redactor,
+    model: str,
+    key_env: str | None = None,
+) -> GeneratedImage | ImageURL:
+    """`classify` for an answer already parsed (None: not a JSON object; `body` is then
+    quoted). Batch results arrive as documents inside a file."""
     headers = httpx.Headers(headers)
-    doc = parse_object(body)
     usage = redact.scrub(as_dict(get(doc, "usage"))) or None
     ctx: dict[str, Any] = {"provider": provider, "status": status,
                            "request_id": headers.get("x-request-id"), "usage": usage}

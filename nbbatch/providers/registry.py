@@ -6,6 +6,10 @@ by name like any other provider). Each such module offers
 
     create(config, api_key, transport) -> Provider   # api_key None for keyless providers
     check_options(options) -> dict                   # raises OptionError(key, message)
+
+and a provider with a batch API names the module offering
+
+    create_batch(config, api_key, transport) -> BatchClient
 """
 
 from __future__ import annotations
@@ -32,25 +36,37 @@ class ProviderSpec:
     options: tuple[str, ...] = ()  # keys allowed under providers.<name> besides the common ones
     needs_key: bool = True  # False: works without api_key_env (ADC, in-process)
     billed: bool = True  # False: its images cost nothing (the simulator)
+    batch_module: str | None = None  # where create_batch() lives, for batch mode
+    batch_references: bool = False  # whether its batch API takes reference images
+    no_batch: str = ""  # for providers without batch mode: what to use instead
 
 
 _SPECS = (
     ProviderSpec("gemini", "nbbatch.providers.gemini", ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-                 "gemini-3-pro-image", ("gemini",), options=("response_modalities",)),
+                 "gemini-3-pro-image", ("gemini",), options=("response_modalities",),
+                 batch_module="nbbatch.providers.gemini_batch", batch_references=True),
     ProviderSpec("vertex", "nbbatch.providers.vertex", (), "gemini-3-pro-image", ("gemini",),
-                 options=("project", "location", "response_modalities"), needs_key=False),
+                 options=("project", "location", "response_modalities"), needs_key=False,
+                 no_batch="Vertex AI batch prediction reads from Cloud Storage or BigQuery, "
+                          "which nbbatch does not use: send these prompts to provider gemini "
+                          "(the same models with an AI Studio key), or use mode: online"),
     # GPT image models can take minutes at high quality; Gemini answers within 180 s.
     # OpenAI-style gateways at base_url may serve OpenRouter's vendor/model ids too.
     ProviderSpec("openai", "nbbatch.providers.openai", ("OPENAI_API_KEY",), "gpt-image-1",
-                 ("openai", "openrouter"), timeout=300.0, options=OPENAI_OPTIONS),
+                 ("openai", "openrouter"), timeout=300.0, options=OPENAI_OPTIONS,
+                 batch_module="nbbatch.providers.openai_batch"),
     ProviderSpec("stability", "nbbatch.providers.stability", ("STABILITY_API_KEY",),
-                 "stable-image-core", ("stability",), options=STABILITY_OPTIONS),
+                 "stable-image-core", ("stability",), options=STABILITY_OPTIONS,
+                 no_batch="Stability AI has no batch API; use mode: online"),
     ProviderSpec("openrouter", "nbbatch.providers.openrouter", ("OPENROUTER_API_KEY",),
                  "google/gemini-3-pro-image-preview", ("openrouter",),
-                 options=("referer", "title")),
+                 options=("referer", "title"),
+                 no_batch="OpenRouter has no batch API; use provider gemini or openai, or "
+                          "mode: online"),
     ProviderSpec("simulator", "nbbatch.sim.inprocess", (), "gemini-3-pro-image", ("gemini",),
-                 options=("latency", "faults", "daily_quota", "seed"), needs_key=False,
-                 billed=False),
+                 options=("latency", "faults", "daily_quota", "seed", "batch_duration"),
+                 needs_key=False, billed=False, batch_module="nbbatch.sim.inprocess",
+                 batch_references=True),
 )
 PROVIDERS: dict[str, ProviderSpec] = {spec.name: spec for spec in _SPECS}
 NAMES = tuple(PROVIDERS)
@@ -63,6 +79,13 @@ def spec(name: str) -> ProviderSpec:
 
 def implementation(name: str) -> ModuleType:
     return importlib.import_module(PROVIDERS[name].module)
+
+
+def batch_implementation(name: str) -> ModuleType:
+    """The module with create_batch() for `name` (callers check batch_module first)."""
+    module = PROVIDERS[name].batch_module
+    assert module is not None, name
+    return importlib.import_module(module)
 
 
 def serves(provider: str, model: str) -> bool:

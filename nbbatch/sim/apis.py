@@ -9,11 +9,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from nbbatch.sim import gemini, openai, openrouter, stability
+from nbbatch.sim import (
+    batch_admin,
+    gemini,
+    gemini_batch,
+    openai,
+    openai_batch,
+    openrouter,
+    stability,
+)
 from nbbatch.sim.core import Route, SimulatorCore
 from nbbatch.sim.options import SimulatorOptions
 
-ROUTES: tuple[Route, ...] = (gemini.route, openai.route, stability.route, openrouter.route)
+ROUTES: tuple[Route, ...] = (gemini_batch.route, gemini.route, openai.route, openai_batch.route,
+                             stability.route, openrouter.route, batch_admin.route)
 
 
 def simulator_core(options: SimulatorOptions,

@@ -24,7 +24,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -41,6 +41,8 @@ class SimResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     delay: float = 0.0  # seconds to wait before sending
+    stream: Iterable[bytes] | None = None  # a body made while it is sent (chunked), not `body`
+    drop: bool = False  # close the connection instead of answering (a lost answer)
 
 
 def json_response(status: int, doc: Any, delay: float = 0.0) -> SimResponse:
@@ -105,6 +107,13 @@ class SimulatorCore:
         self._quota_used: dict[str, int] = {}  # successful images per API
         self._files: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._routes = tuple(routes)
+        self.state: dict[str, Any] = {}  # what an API keeps between requests (batch jobs)
+        self.state_lock = threading.Lock()
+
+    @property
+    def now(self) -> float:
+        """Seconds since the simulator started."""
+        return self._clock() - self._start
 
     def handle(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
@@ -176,9 +185,35 @@ class SimulatorCore:
                                        "provider": provider, "model": model,
                                        "status": response.status})
         return response
+    def batch_request(self, provider: str, model: str, admitted: Admitted, job: str,
+                      references: int = 0) -> Decision:
+        """Decide one request of a batch job, as an online one would be but with neither
+        outage nor daily quota (batch APIs have their own limits), and log it."""
+        with self._lock:
+            opts = self.options
+        decision = self._decide(opts, provider, admitted, self.now, batch=True)
+        outcome = "blocked" if decision.outcome == "blocked_prompt" else decision.outcome
+        self.log({"t": round(self.now, 3), "provider": provider, "model": model,
+                  "prompt": admitted.prompt, "references": references, "batch": job,
+                  "status": 200, "outcome": outcome})
+        return decision
+
+    def log(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._log.append(entry)
+
+    def take_count(self, option: str) -> bool:
+        """Use up one of a counted option (batch_create_503...): True if one was left."""
+        with self._lock:
+            left = getattr(self.options, option)
+            if left <= 0:
+                return False
+            self.options = dataclasses.replace(self.options, **{option: left - 1})
+            return True
 
     def _decide(
-        self, opts: SimulatorOptions, provider: str, admitted: Admitted, t: float
+        self, opts: SimulatorOptions, provider: str, admitted: Admitted, t: float,
+        batch: bool = False,
     ) -> Decision:
         """Pick the outcome under the lock: quota counting and seeded draws stay consistent."""
         with self._lock:
@@ -187,17 +222,18 @@ class SimulatorCore:
             hits = [name for name in FAULTS if self._rng.random() < getattr(opts, name)]
             token = self._rng.randbytes(16)
             used = self._quota_used.get(provider, 0)
-            if (opts.outage and opts.outage[0] <= t < opts.outage[1]
+            online = not batch  # batch jobs meet neither the outage nor the daily quota
+            if (online and opts.outage and opts.outage[0] <= t < opts.outage[1]
                     and opts.outage_target in ("all", provider)):
                 return Decision("overloaded", 0.0, token)
-            if (opts.daily_quota is not None and used >= opts.daily_quota
+            if (online and opts.daily_quota is not None and used >= opts.daily_quota
                     and opts.quota_target in ("all", provider)):
                 return Decision("quota", 0.0, token)
             if BLOCKED_WORD in admitted.prompt:
                 return Decision("blocked_prompt", 0.0, token)
             aimed = opts.fault_target in ("all", provider)
             outcome = hits[0] if hits and aimed else "success"
-            if outcome == "success" and admitted.wants_image:
+            if outcome == "success" and admitted.wants_image and online:
                 self._quota_used[provider] = used + 1
             if outcome == "timeout":
                 return Decision(outcome, opts.hang, token)

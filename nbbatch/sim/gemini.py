@@ -24,7 +24,7 @@ from nbbatch.sim.core import (
     SimulatorCore,
     json_response,
 )
-from nbbatch.sim.images import draw_image
+from nbbatch.sim.images import draw_image, padded
 from nbbatch.sim.options import SimulatorOptions
 
 PROVIDER = "gemini"
@@ -54,16 +54,16 @@ def route(
         return None
     model = path[len(prefix) : -len(_SUFFIX)]
 
-    def admit(opts: SimulatorOptions, entry: dict[str, Any]) -> _Parsed:
-        _check_key(opts, key)
+    def admit(opts: SimulatorOptions, entry: dict[str, Any]) -> Parsed:
+        check_key(opts, key)
         info = _known(model, version, "generateContent")
         parsed = _parse_body(body)
         entry.update(prompt=parsed.prompt, references=parsed.references)
-        _validate(parsed, info)
+        validate(parsed, info)
         parsed.info = info
         return parsed
 
-    return core.generation(PROVIDER, model, admit, _render)
+    return core.generation(PROVIDER, model, admit, render)
 
 
 def _known(model: str, version: str, method: str) -> ModelInfo:
@@ -80,7 +80,7 @@ def _describe_model(core: SimulatorCore, model: str, key: str, version: str) -> 
     """GET models/{model}: the model's description, as ListModels gives it."""
 
     def answer(opts: SimulatorOptions) -> SimResponse:
-        _check_key(opts, key)
+        check_key(opts, key)
         info = _known(model, version, "get")
         return json_response(200, {
             "name": f"models/{info.id}", "version": "001", "displayName": info.id,
@@ -104,7 +104,7 @@ def _invalid(message: str) -> Reject:
 
 
 @dataclass
-class _Parsed:
+class Parsed:
     prompt: str
     references: int
     aspect_ratio: str | None
@@ -117,7 +117,7 @@ class _Parsed:
         return "IMAGE" in self.modalities
 
 
-def _check_key(opts: SimulatorOptions, key: str) -> None:
+def check_key(opts: SimulatorOptions, key: str) -> None:
     if not key:
         raise Reject(error(403, "PERMISSION_DENIED", (
             "Method doesn't allow unregistered callers (callers without established identity). "
@@ -164,11 +164,16 @@ def _object(value: Any, where: str, known: set[str] | None) -> Mapping[str, Any]
     return value
 
 
-def _parse_body(body: bytes) -> _Parsed:
+def _parse_body(body: bytes) -> Parsed:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise _invalid("Invalid JSON payload received. Unexpected token.") from None
+    return parse_request(doc)
+
+
+def parse_request(doc: Any) -> Parsed:
+    """A GenerateContentRequest, checked as the API does (Reject with its 400 otherwise)."""
     doc = _object(doc, "", _TOP_FIELDS)
     contents = _get(doc, "contents")
     if not contents or not isinstance(contents, list):
@@ -201,10 +206,10 @@ def _parse_body(body: bytes) -> _Parsed:
                            f'(type.googleapis.com/google.ai.generativelanguage.v1beta.'
                            f'GenerationConfig.Modality), "{m}"')
     ratio, size = _get(image, "aspectratio"), _get(image, "imagesize")
-    return _Parsed("\n".join(texts), references, ratio, size, modalities)
+    return Parsed("\n".join(texts), references, ratio, size, modalities)
 
 
-def _validate(p: _Parsed, info: ModelInfo) -> None:
+def validate(p: Parsed, info: ModelInfo) -> None:
     """What the model itself refuses (the real wording of these messages is not published)."""
     if p.aspect_ratio is not None and p.aspect_ratio not in info.aspect_ratios:
         raise _invalid(f"Unsupported aspect ratio {p.aspect_ratio!r} for model {info.id}. "
@@ -269,7 +274,7 @@ def _image_tokens(model: str, size: str | None) -> int:
     return 2000 if size == "4K" else 1120
 
 
-def _render(d: Decision, opts: SimulatorOptions, p: _Parsed) -> tuple[SimResponse, str]:
+def render(d: Decision, opts: SimulatorOptions, p: Parsed) -> tuple[SimResponse, str]:
     """The response for a decided outcome, and the outcome to log."""
     assert p.info is not None
     model, decision, delay = p.info.id, d.outcome, d.delay
@@ -315,8 +320,9 @@ def _render(d: Decision, opts: SimulatorOptions, p: _Parsed) -> tuple[SimRespons
                               "finishMessage": _SAFETY_MESSAGE, "index": 0}]
     else:
         image_tokens = _image_tokens(model, p.image_size)
-        doc["candidates"] = [{"content": {"parts": _image_parts(model, p, opts.scale),
-                                          "role": "model"}, "finishReason": "STOP", "index": 0}]
+        parts = _image_parts(model, p, opts.scale, opts.image_bytes)
+        doc["candidates"] = [{"content": {"parts": parts, "role": "model"},
+                              "finishReason": "STOP", "index": 0}]
         usage["candidatesTokenCount"] = image_tokens
         usage["candidatesTokensDetails"] = [{"modality": "IMAGE", "tokenCount": image_tokens}]
     if thinks and "candidates" in doc:
@@ -329,10 +335,13 @@ def _render(d: Decision, opts: SimulatorOptions, p: _Parsed) -> tuple[SimRespons
     return json_response(200, doc, delay), outcome
 
 
-def _image_parts(model: str, p: _Parsed, scale: int) -> list[dict[str, Any]]:
+def _image_parts(model: str, p: Parsed, scale: int,
+                 size: int | None) -> list[dict[str, Any]]:
     def inline(variant: int, mime: str) -> dict[str, str]:
         image = draw_image(p.prompt, aspect_ratio=p.aspect_ratio, mime_type=mime,
                            scale=scale, variant=variant)
+        if variant == 0:
+            image = padded(image, size)
         return {"mimeType": mime, "data": base64.b64encode(image).decode()}
 
     if not model.startswith("gemini-3"):  # 2.5: PNG, no thoughts, a line of text when allowed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Annotated, Any
 
 import httpx
@@ -21,6 +21,7 @@ from nbbatch.errors import OptionError, UsageError
 from nbbatch.manifest.sections import SectionError, check_value
 from nbbatch.model import ProviderConfig, parse_interval
 from nbbatch.providers.gemini import GeminiProvider
+from nbbatch.providers.gemini_batch import GeminiBatchClient
 from nbbatch.sim.apis import simulator_core
 from nbbatch.sim.core import SimulatorCore
 from nbbatch.sim.options import SimulatorOptions, parse_faults
@@ -49,9 +50,27 @@ class SimulatorTransport(httpx.AsyncBaseTransport):
             raise httpx.ReadTimeout("simulated read timeout", request=request)
         if answer.delay > 0:
             await asyncio.sleep(answer.delay)
+        if answer.drop:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
+                                            request=request)
+        if answer.stream is not None:
+            return httpx.Response(answer.status, headers=answer.headers,
+                                  stream=_Chunks(answer.stream), request=request)
         return httpx.Response(
             answer.status, headers=answer.headers, content=answer.body, request=request
         )
+
+
+class _Chunks(httpx.AsyncByteStream):
+    """A streamed body (a results file), handed over a chunk at a time as it is made."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+            await asyncio.sleep(0)
 
 
 async def _trace(request: httpx.Request, event: str) -> None:
@@ -74,6 +93,18 @@ def create(config: ProviderConfig, api_key: str | None,
     return GeminiProvider(sim_config, _KEY, transport=transport)
 
 
+def create_batch(config: ProviderConfig, api_key: str | None,
+                 transport: httpx.AsyncBaseTransport | None) -> GeminiBatchClient:
+    """Batch mode on the simulator: the Gemini batch client against the in-process core,
+    whose jobs finish after `batch_duration` seconds (default 2). The core lives as long
+    as the process: a job left live by --no-wait is unknown to the next run (use
+    `nbbatch simulate` to rehearse that)."""
+    sim_config = ProviderConfig(name="simulator", base_url="http://simulator.invalid",
+                                timeout=config.timeout, options=config.options)
+    transport = transport or simulator_transport(simulator_options(config.options))
+    return GeminiBatchClient(sim_config, _KEY, transport=transport, name="simulator")
+
+
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """The manifest's `providers.simulator` options, checked: latency as (low, high), faults
     as the spec string `nbbatch simulate --faults` takes (a mapping of rates is accepted)."""
@@ -86,6 +117,10 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
             if key in out:
                 check_value(Annotated[int, Ge(0)] if key == "daily_quota" else int, out[key],
                             (key,))
+        if "batch_duration" in out:
+            out["batch_duration"] = float(check_value(Annotated[float, Ge(0)],
+                                                      out["batch_duration"],
+                                                      ("batch_duration",)))
     except ValueError as exc:
         raise OptionError("latency", str(exc)) from None
     except SectionError as exc:

@@ -43,7 +43,7 @@ from nbbatch.sim.core import (
     SimulatorCore,
     json_response,
 )
-from nbbatch.sim.images import draw_image
+from nbbatch.sim.images import draw_image, padded
 from nbbatch.sim.openai_requests import (
     GPT,
     ImagesRequest,
@@ -135,7 +135,7 @@ def route(
         host = headers.get("host") or "127.0.0.1"
 
         def admit(opts: SimulatorOptions, entry: dict[str, Any]) -> ImagesRequest:
-            _check_key(opts, headers.get("authorization", ""))
+            check_key(opts, headers.get("authorization", ""))
             images: list[UploadedFile] = []
             if endpoint == "generations":
                 fields = parse_json(body)
@@ -154,11 +154,11 @@ def route(
                 entry["prompt"] = fields["prompt"]
             return validate(endpoint, model, fields, images)
 
-        def render(d: Decision, opts: SimulatorOptions,
+        def answer(d: Decision, opts: SimulatorOptions,
                    req: ImagesRequest) -> tuple[SimResponse, str]:
-            return _render(core, host, d, opts, req)
+            return render(core, host, d, opts, req)
 
-        response = core.generation(PROVIDER, None, admit, render)
+        response = core.generation(PROVIDER, None, admit, answer)
     response.headers.setdefault("x-request-id", f"req_{uuid.uuid4().hex}")
     return response
 
@@ -171,7 +171,7 @@ def _default_model(endpoint: str) -> str:
 
 def _describe_model(core: SimulatorCore, model: str, authorization: str) -> SimResponse:
     def answer(opts: SimulatorOptions) -> SimResponse:
-        _check_key(opts, authorization)
+        check_key(opts, authorization)
         info = MODELS.get(model)
         if info is None or info.family != PROVIDER:
             raise Reject(error(404, f"The model '{model}' does not exist", param="model",
@@ -182,7 +182,7 @@ def _describe_model(core: SimulatorCore, model: str, authorization: str) -> SimR
     return core.metadata(PROVIDER, model, answer)
 
 
-def _check_key(opts: SimulatorOptions, authorization: str) -> None:
+def check_key(opts: SimulatorOptions, authorization: str) -> None:
     scheme, _, key = authorization.strip().partition(" ")
     key = key.strip() if scheme.lower() == "bearer" else ""
     if not key:
@@ -201,7 +201,7 @@ def _masked(key: str) -> str:
 # --- responses ------------------------------------------------------------------------
 
 
-def _render(
+def render(
     core: SimulatorCore, host: str, d: Decision, opts: SimulatorOptions, req: ImagesRequest
 ) -> tuple[SimResponse, str]:
     rid = f"req_{d.token.hex()}"
@@ -255,7 +255,7 @@ def _success(
     gpt = model_family(req.model) == GPT
     size = "1024x1024" if req.size == "auto" else req.size
     output_format = req.output_format if gpt else "png"
-    image = _draw(req.prompt, size, output_format, opts.scale)
+    image = padded(_draw(req.prompt, size, output_format, opts.scale), opts.image_bytes)
     item: dict[str, Any] = {}
     if req.response_format == "url":
         name = f"img-{d.token.hex()}.{output_format}"

@@ -89,8 +89,11 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def parse_form(content_type: str, body: bytes) -> tuple[dict[str, Any], list[UploadedFile]]:
-    """multipart/form-data → (text fields, image files). A small parser: exact bytes."""
+def parse_form(content_type: str, body: bytes,
+               file_fields: tuple[str, ...] = ("image", "image[]", "mask"),
+               ) -> tuple[dict[str, Any], list[UploadedFile]]:
+    """multipart/form-data → (text fields, files but the mask). A small parser: exact bytes.
+    `file_fields` are the names a file part may have."""
     header = Message()
     header["content-type"] = content_type
     boundary = header.get_param("boundary")
@@ -118,7 +121,7 @@ def parse_form(content_type: str, body: bytes) -> tuple[dict[str, Any], list[Upl
             raise _invalid("The multipart body is malformed: a part has no name.")
         data = data.removesuffix(b"\r\n")
         if part.get_param("filename", header="content-disposition") is not None:
-            if name not in ("image", "image[]", "mask"):
+            if name not in file_fields:
                 raise _invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
             files.append(UploadedFile(name, part.get_content_type(), data))
         else:

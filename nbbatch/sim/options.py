@@ -9,6 +9,7 @@ FAULTS = ("overloaded", "rate_limited", "internal", "timeout", "blocked", "no_im
 OUTCOMES = ("success", *FAULTS, "quota", "auth", "invalid", "not_found")
 # Which API an outage, the quota or the faults hit.
 TARGETS = ("all", "gemini", "openai", "stability", "openrouter")
+JOB_OUTCOMES = ("succeeded", "failed", "expired")  # how a batch job ends when not cancelled
 _FAULT_KEYS = {"503": "overloaded", "429": "rate_limited", "500": "internal"}
 
 
@@ -32,6 +33,12 @@ class SimulatorOptions:
     fault_target: str = "all"  # which API the random faults hit
     quota_target: str = "all"  # which API daily_quota limits
     metadata: bool = True  # False: no model-metadata routes, like many gateways
+    image_bytes: int | None = None  # grow each image to about this many bytes (real sizes)
+    # Batch APIs: a job runs this long (its requests finish evenly over it), then ends so.
+    batch_duration: float = 2.0
+    batch_outcome: str = "succeeded"
+    batch_create_503: int = 0  # the next N create calls answer 503 and make no job
+    batch_lose_create: int = 0  # the next N create calls make the job but lose the answer
 
     def __post_init__(self) -> None:
         # Lists arrive from JSON (/_sim/configure); keep tuples so options stay comparable.
@@ -42,7 +49,7 @@ class SimulatorOptions:
             rate = getattr(self, name)
             if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
                 raise ValueError(f"{name}: fault rate must be a number from 0 to 1, got {rate!r}")
-        for name in ("retry_delay", "hang"):
+        for name in ("retry_delay", "hang", "batch_duration"):
             if not isinstance(getattr(self, name), int | float) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a number of seconds >= 0")
         if self.daily_quota is not None and (
@@ -53,6 +60,16 @@ class SimulatorOptions:
             raise ValueError("api_key must be a non-empty string, or null for any key")
         if not isinstance(self.scale, int) or self.scale < 1:
             raise ValueError("scale must be a whole number >= 1")
+        for name in ("batch_create_503", "batch_lose_create"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0")
+        if self.image_bytes is not None and (not isinstance(self.image_bytes, int)
+                                             or not 0 <= self.image_bytes <= 64 << 20):
+            raise ValueError("image_bytes must be a whole number of bytes up to 64 MB, or null")
+        if self.batch_outcome not in JOB_OUTCOMES:
+            raise ValueError(f"batch_outcome must be one of {', '.join(JOB_OUTCOMES)}, "
+                             f"got {self.batch_outcome!r}")
         for name in ("outage_target", "fault_target", "quota_target"):
             if getattr(self, name) not in TARGETS:
                 raise ValueError(f"{name} must be one of {', '.join(TARGETS)}, "

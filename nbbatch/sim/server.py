@@ -62,15 +62,26 @@ class _Handler(BaseHTTPRequestHandler):
             response = self.server.core.handle(self.command, self.path, dict(self.headers), body)
         except Exception as e:  # a simulator bug must still answer, not drop the connection
             response = admin_error(500, f"simulator error: {e!r}")
-        if response.delay > 0 and not self._wait(response.delay):
-            self.close_connection = True  # stopping, or the client gave up: send nothing
+        if (response.delay > 0 and not self._wait(response.delay)) or response.drop:
+            self.close_connection = True  # stopping, the client gave up, or a lost answer
             return
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
+        if response.stream is None:
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            self.wfile.write(response.body)
+            return
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        self.wfile.write(response.body)
+        try:
+            for chunk in response.stream:  # made as it goes: a 1.5 GB file is never whole
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away mid-download
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _respond
 

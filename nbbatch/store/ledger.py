@@ -25,6 +25,7 @@ from typing import Any, Self
 
 from nbbatch.errors import LedgerError
 from nbbatch.model import Item
+from nbbatch.store.batch_jobs import BatchJobs, BatchJobsView
 from nbbatch.store.items import load_items, record_items
 from nbbatch.store.migrations import migrate
 from nbbatch.store.records import (
@@ -180,6 +181,11 @@ class LedgerView:
         rows = self._conn.execute("SELECT id, idx, file, sha256 FROM save_intents ORDER BY id, idx")
         return [SaveIntent(*row) for row in rows]
 
+    @property
+    def batch(self) -> BatchJobsView:
+        """Batch jobs and their images (store/batch_jobs.py)."""
+        return BatchJobsView(self._conn)
+
     def integrity_ok(self) -> bool:
         return self._conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
@@ -190,6 +196,10 @@ class Ledger(LedgerView):
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         super().__init__(conn, path)
         self._run_id: int | None = None  # stamped on attempts recorded after start_run
+
+    @property
+    def batch(self) -> BatchJobs:
+        return BatchJobs(self._conn, self._transaction)
 
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         """One statement as its own committed transaction."""

@@ -108,6 +108,43 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE runs ADD COLUMN settings TEXT;  -- JSON: the effective manifest, no secrets
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;  -- digests, caches
     """,
+    # 4: batch mode. Each job is recorded with its images before the create call is sent;
+    # images.batch_job names the live job an image sits in (NULL: none).
+    """
+    CREATE TABLE batch_jobs (
+        job_id        INTEGER PRIMARY KEY,
+        provider      TEXT NOT NULL,
+        model         TEXT NOT NULL,
+        display_name  TEXT NOT NULL UNIQUE,   -- our identity for it, found in the job list
+        name          TEXT,                   -- the provider's job name, once it answered
+        phase         TEXT NOT NULL DEFAULT 'creating'
+                      CHECK (phase IN ('creating', 'live', 'closed')),
+        state         TEXT,                   -- the provider's own state, as last seen
+        created_at    REAL NOT NULL,          -- recorded, before the create call
+        submitted_at  REAL,                   -- the provider accepted it
+        updated_at    REAL,
+        closed_at     REAL,
+        request_count INTEGER NOT NULL,
+        succeeded     INTEGER NOT NULL DEFAULT 0,  -- counts the provider reports
+        failed        INTEGER NOT NULL DEFAULT 0,
+        input_file    TEXT,                   -- the uploaded requests file, if any
+        outcome       TEXT,                   -- how it closed: succeeded, failed, expired...
+        error         TEXT
+    );
+    CREATE INDEX batch_jobs_phase ON batch_jobs (phase);
+    CREATE TABLE batch_requests (
+        job_id      INTEGER NOT NULL REFERENCES batch_jobs (job_id),
+        position    INTEGER NOT NULL,         -- order in the job: inline results keep it
+        id          TEXT NOT NULL,
+        idx         INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,            -- what was asked for
+        PRIMARY KEY (job_id, position),
+        FOREIGN KEY (id, idx) REFERENCES images (id, idx)
+    ) WITHOUT ROWID;
+    CREATE INDEX batch_requests_image ON batch_requests (id, idx);
+    ALTER TABLE images ADD COLUMN batch_job INTEGER REFERENCES batch_jobs (job_id);
+    CREATE INDEX images_batch_job ON images (batch_job) WHERE batch_job IS NOT NULL;
+    """,
 ]
 
 

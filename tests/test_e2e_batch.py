@@ -1,0 +1,191 @@
+"""Batch mode end to end: the real CLI against the simulator's Gemini and OpenAI batch APIs
+over real sockets, for both APIs."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from nbbatch.engine.status import write_status_json
+from nbbatch.sim import SimulatorOptions, SimulatorServer
+from nbbatch.store import open_for_reading
+from tests.e2e_helpers import KEY, configure, env, nbbatch_cmd, wait_until
+
+pytestmark = pytest.mark.e2e
+
+# api -> (provider, model, extra defaults, online price of one image from its usage report)
+APIS = {
+    "gemini": ("gemini", "gemini-3-pro-image", {}, 1120 * 120e-6),
+    # 4K answers are too large to come back inline: the requests go up as a JSONL file.
+    "gemini-file": ("gemini", "gemini-3-pro-image", {"image_size": "4K"}, 2000 * 120e-6),
+    "openai": ("openai", "gpt-image-1", {}, 1056 * 40e-6),
+}
+
+
+@pytest.fixture
+def sim():
+    with SimulatorServer(SimulatorOptions(api_key=KEY, seed=5, batch_duration=0.3)) as server:
+        yield server
+
+
+@pytest.fixture(params=["gemini", "openai"])
+def api(request):
+    return request.param
+
+
+def manifest(tmp_path: Path, sim, api: str, prompts: list, **extra) -> Path:
+    provider, model, defaults, _ = APIS[api]
+    doc = {
+        "version": 1, "output": "out", "mode": "batch",
+        "batch": {"poll_every": 0.05, **extra.pop("batch", {})},
+        "defaults": {"provider": provider, "model": model, **defaults},
+        "providers": {"gemini": {"base_url": sim.url, "timeout": 10},
+                      "openai": {"base_url": f"{sim.url}/v1", "timeout": 10}},
+        "retry": {"max_attempts": 4, "initial_delay": 0.02, "max_delay": 0.1},
+        "prompts": [p if isinstance(p, dict) else {"id": f"img{i}", "prompt": p}
+                    for i, p in enumerate(prompts)],
+        **extra,
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def cli_env(tmp_path: Path) -> dict:
+    return {**env(tmp_path), "OPENAI_API_KEY": KEY}
+
+
+def cli(tmp_path: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(nbbatch_cmd(*args), cwd=tmp_path, env=cli_env(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+
+
+def jobs(sim) -> list[dict]:
+    return httpx.get(f"{sim.url}/_sim/batches", timeout=5).json()
+
+
+def status(tmp_path: Path) -> dict:
+    """`status --json`, in this process (the CLI's own is tested elsewhere; this saves a
+    Python start-up per look)."""
+    text = io.StringIO()
+    with open_for_reading(tmp_path / "out") as ledger:
+        write_status_json(ledger, text, out="out", manifest="m.yaml")
+    return json.loads(text.getvalue())
+
+
+def submitted_prompts(sim) -> list[str]:
+    return [r["prompt"] for job in jobs(sim) for r in job["requests"]]
+
+
+@pytest.mark.parametrize("api", ["gemini", "gemini-file", "openai"])
+def test_a_batch_run_saves_what_the_api_returned_at_half_price(tmp_path, sim, api):
+    path = manifest(tmp_path, sim, api, ["a red fox", "a blue whale", "a green frog",
+                                         {"id": "bad", "prompt": "[blocked] a thing"}])
+    result = cli(tmp_path, "run", path)
+    assert result.returncode == 3, result.stdout + result.stderr  # done, one blocked
+    (job,) = jobs(sim)
+    returned = {r["key"].split("#")[0] for r in job["requests"] if r["outcome"] == "success"}
+    doc = status(tmp_path)
+    done = {i["id"] for i in doc["items"] if i["status"] == "done"}
+    assert done == returned == {"img0", "img1", "img2"}
+    files = {p.stem for p in (tmp_path / "out" / "images").iterdir()}
+    assert files == done
+    (bad,) = [i for i in doc["items"] if i["id"] == "bad"]
+    assert bad["status"] == "failed" and bad["error"]["kind"] == "blocked"
+    assert doc["cost_usd"] == pytest.approx(3 * APIS[api][3] / 2)  # half the online price
+    assert all(i["batch"] is None for i in doc["items"])
+    assert doc["batch_jobs"][0]["job"] == job["name"]
+    assert doc["batch_jobs"][0]["phase"] == "closed"
+
+
+@pytest.mark.parametrize("outcome", ["failed", "expired"])
+def test_a_failed_or_expired_job_puts_its_images_back_to_pending(tmp_path, sim, api, outcome):
+    configure(sim.url, batch_outcome=outcome)
+    path = manifest(tmp_path, sim, api, [f"prompt {i}" for i in range(4)])
+    first = cli(tmp_path, "run", path)
+    assert first.returncode == 75, first.stdout + first.stderr
+    doc = status(tmp_path)
+    pending = [i for i in doc["items"] if i["status"] == "pending"]
+    saved = 0 if outcome == "failed" else 2  # an expired job ran half of its requests
+    assert len(pending) == 4 - saved and doc["counts"]["done"] == saved
+    assert all(i["error"] and i["batch"] is None for i in pending)
+    configure(sim.url, batch_outcome="succeeded")
+    second = cli(tmp_path, "run", path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert status(tmp_path)["counts"]["done"] == 4
+    _, second_job = jobs(sim)
+    assert len(second_job["requests"]) == 4 - saved  # only what the first one did not make
+
+
+def test_no_wait_submits_then_a_later_run_collects(tmp_path, sim, api):
+    path = manifest(tmp_path, sim, api, ["one", "two", "three"])
+    first = cli(tmp_path, "run", path, "--no-wait")
+    assert first.returncode == 75, first.stdout + first.stderr
+    assert "3 images wait in 1 live batch job" in first.stdout
+    doc = status(tmp_path)
+    (job,) = jobs(sim)
+    assert {i["batch"]["job"] for i in doc["items"]} == {job["name"]}
+    assert all(i["batch"]["submitted_at"].endswith("+00:00") for i in doc["items"])
+    assert wait_until(lambda: jobs(sim)[0]["phase"] == "succeeded", timeout=10)
+    second = cli(tmp_path, "run", path, "--no-wait")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert status(tmp_path)["counts"]["done"] == 3
+    assert len(jobs(sim)) == 1  # collected, nothing submitted again
+
+
+def test_kill_9_mid_create_then_the_next_run_finds_the_job(tmp_path, sim, api):
+    configure(sim.url, latency=[30, 30])  # the create call's answer is slow to come
+    path = manifest(tmp_path, sim, api, ["one", "two"])
+    with open(tmp_path / "cli.log", "wb") as log:
+        proc = subprocess.Popen(nbbatch_cmd("run", path), cwd=tmp_path, env=cli_env(tmp_path),
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: len(jobs(sim)) == 1, timeout=20)
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with sqlite3.connect(tmp_path / "out" / "ledger.db") as db:
+        assert db.execute("SELECT phase, name FROM batch_jobs").fetchall() == [("creating", None)]
+    configure(sim.url, latency=[0, 0])
+    result = cli(tmp_path, "run", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "found in the job list" in result.stdout
+    assert len(jobs(sim)) == 1 and sorted(submitted_prompts(sim)) == ["one", "two"]
+
+
+def test_a_lost_create_answer_and_503s_make_one_job(tmp_path, sim, api):
+    configure(sim.url, batch_create_503=2, batch_lose_create=1)
+    path = manifest(tmp_path, sim, api, ["one", "two"])
+    result = cli(tmp_path, "run", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(jobs(sim)) == 1 and sorted(submitted_prompts(sim)) == ["one", "two"]
+
+
+def test_cancel_keeps_what_finished_and_returns_the_rest(tmp_path, sim, api):
+    configure(sim.url, batch_duration=4)
+    path = manifest(tmp_path, sim, api, [f"prompt {i}" for i in range(8)])
+    assert cli(tmp_path, "run", path, "--no-wait").returncode == 75
+    assert wait_until(lambda: jobs(sim)[0]["finished_requests"] >= 2, timeout=10)
+    cancelled = cli(tmp_path, "cancel", "out")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert "cancel requested" in cancelled.stdout
+    configure(sim.url, batch_duration=0.2)
+    collect = cli(tmp_path, "run", path, "--no-wait")
+    first = jobs(sim)[0]
+    assert first["phase"] == "cancelled"
+    doc = status(tmp_path)
+    assert doc["counts"]["done"] == first["finished_requests"] >= 2
+    assert collect.returncode == 75  # the rest went back to pending and out in a new job
+    assert len(jobs(sim)) == 2
