@@ -69,9 +69,10 @@ def _png() -> bytes:
     return draw_image("ref", aspect_ratio="1:1", mime_type="image/png", scale=16)
 
 
-def test_a_schema_2_ledger_is_migrated_and_keeps_its_images(tmp_path, monkeypatch):
+def test_a_ledger_from_before_batch_mode_is_migrated_and_keeps_its_images(tmp_path,
+                                                                           monkeypatch):
     db = tmp_path / "ledger.db"
-    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
     with Ledger.open(db) as ledger:
         ledger.sync([PlannedImage("a", 1, "f", 0)])
     monkeypatch.undo()

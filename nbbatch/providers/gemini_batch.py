@@ -116,12 +116,12 @@ class GeminiBatchClient(BatchClient):
         self._headers = {"x-goog-api-key": api_key}
         self._client = new_client(transport, config.timeout)
         self._key_env = config.api_key_env or "GEMINI_API_KEY (or GOOGLE_API_KEY)"
+        self._modalities = config.options.get("response_modalities") or google.MODALITIES
 
     # -- requests ----------------------------------------------------------------------
 
-    @staticmethod
-    def _line(item: BatchItem) -> dict[str, Any]:
-        return {"key": item.key, "request": google.build_body(item.request)}
+    def _line(self, item: BatchItem) -> dict[str, Any]:
+        return {"key": item.key, "request": google.build_body(item.request, self._modalities)}
 
     def _inline(self, items: Iterable[BatchItem]) -> bool:
         size = results = 0
@@ -166,7 +166,8 @@ class GeminiBatchClient(BatchClient):
             source: dict[str, Any] = {"fileName": input_file}
         else:
             source = {"requests": {"requests": [
-                {"request": {"model": model_name, **google.build_body(item.request)},
+                {"request": {"model": model_name,
+                             **google.build_body(item.request, self._modalities)},
                  "metadata": {"key": item.key}} for item in items]}}
         url = f"{self._base}/v1beta/{quote(model_name, safe='/')}:batchGenerateContent"
         raw = await post_json(

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from nbbatch.errors import LedgerError
-from nbbatch.store.records import IMAGE_COLUMNS, ImageRow, Key, image_row
+from nbbatch.store.records import IMAGE_COLUMNS, IMAGES, ImageRow, Key, image_row
 
 _JOB_COLUMNS = (
     "job_id, provider, model, display_name, name, phase, state, created_at, submitted_at,"
@@ -112,8 +112,8 @@ class BatchJobsView:
     def submittable(self) -> list[ImageRow]:
         """Pending images of the manifest that are in no open job, in manifest order."""
         rows = self._conn.execute(
-            f"SELECT {IMAGE_COLUMNS} FROM images WHERE in_manifest = 1 AND status = 'pending'"
-            " AND batch_job IS NULL ORDER BY position, idx")
+            f"SELECT {IMAGE_COLUMNS} FROM {IMAGES} WHERE in_manifest = 1 AND status = 'pending'"
+            " AND batch_job IS NULL ORDER BY images.position, idx")
         return [image_row(row) for row in rows]
 
     def in_open_jobs(self) -> int:
