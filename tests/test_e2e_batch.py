@@ -1,5 +1,6 @@
-"""Batch mode end to end: the real CLI against the simulator's Gemini and OpenAI batch APIs
-over real sockets, for both APIs."""
+"""Batch mode end to end: the CLI against the simulator's Gemini and OpenAI batch APIs over
+real sockets, for both APIs. The CLI runs in this process (Typer's runner: the same code,
+without a Python start-up per run), except where a run must be killed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from nbbatch.cli import app
 from nbbatch.engine.status import write_status_json
 from nbbatch.sim import SimulatorOptions, SimulatorServer
 from nbbatch.store import open_for_reading
@@ -64,9 +67,19 @@ def cli_env(tmp_path: Path) -> dict:
     return {**env(tmp_path), "OPENAI_API_KEY": KEY}
 
 
-def cli(tmp_path: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(nbbatch_cmd(*args), cwd=tmp_path, env=cli_env(tmp_path),
-                          capture_output=True, text=True, timeout=60)
+class Result:
+    def __init__(self, code: int, output: str) -> None:
+        self.returncode, self.stdout, self.stderr = code, output, ""
+
+
+def cli(tmp_path: Path, *args) -> Result:
+    result = CliRunner().invoke(app, [str(a) for a in args], env=cli_env(tmp_path))
+    return Result(result.exit_code, result.output)
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
 
 
 def jobs(sim) -> list[dict]:
@@ -107,39 +120,51 @@ def test_a_batch_run_saves_what_the_api_returned_at_half_price(tmp_path, sim, ap
     assert doc["batch_jobs"][0]["phase"] == "closed"
 
 
-@pytest.mark.parametrize("outcome", ["failed", "expired"])
-def test_a_failed_or_expired_job_puts_its_images_back_to_pending(tmp_path, sim, api, outcome):
-    configure(sim.url, batch_outcome=outcome)
+def test_failed_and_expired_jobs_put_their_images_back_to_pending(tmp_path, sim, api):
     path = manifest(tmp_path, sim, api, [f"prompt {i}" for i in range(4)])
-    first = cli(tmp_path, "run", path)
-    assert first.returncode == 75, first.stdout + first.stderr
+    configure(sim.url, batch_outcome="failed")
+    failed = cli(tmp_path, "run", path)
+    assert failed.returncode == 75, failed.stdout
     doc = status(tmp_path)
-    pending = [i for i in doc["items"] if i["status"] == "pending"]
-    saved = 0 if outcome == "failed" else 2  # an expired job ran half of its requests
-    assert len(pending) == 4 - saved and doc["counts"]["done"] == saved
-    assert all(i["error"] and i["batch"] is None for i in pending)
+    assert doc["counts"]["pending"] == 4
+    assert all(i["error"] and i["batch"] is None for i in doc["items"])
+    configure(sim.url, batch_outcome="expired")
+    expired = cli(tmp_path, "run", path)
+    assert expired.returncode == 75, expired.stdout
+    doc = status(tmp_path)
+    assert doc["counts"]["done"] == 2  # an expired job ran half of its requests
+    assert all(i["error"] for i in doc["items"] if i["status"] == "pending")
     configure(sim.url, batch_outcome="succeeded")
-    second = cli(tmp_path, "run", path)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert status(tmp_path)["counts"]["done"] == 4
-    _, second_job = jobs(sim)
-    assert len(second_job["requests"]) == 4 - saved  # only what the first one did not make
+    last = cli(tmp_path, "run", path)
+    assert last.returncode == 0, last.stdout
+    assert [len(job["requests"]) for job in jobs(sim)] == [4, 4, 2]  # only what is missing
 
 
-def test_no_wait_submits_then_a_later_run_collects(tmp_path, sim, api):
-    path = manifest(tmp_path, sim, api, ["one", "two", "three"])
+def test_no_wait_cancel_and_later_runs_that_collect(tmp_path, sim, api):
+    configure(sim.url, batch_duration=4)
+    path = manifest(tmp_path, sim, api, [f"prompt {i}" for i in range(8)])
     first = cli(tmp_path, "run", path, "--no-wait")
-    assert first.returncode == 75, first.stdout + first.stderr
-    assert "3 images wait in 1 live batch job" in first.stdout
+    assert first.returncode == 75, first.stdout
+    assert "8 images wait in 1 live batch job" in first.stdout
     doc = status(tmp_path)
     (job,) = jobs(sim)
     assert {i["batch"]["job"] for i in doc["items"]} == {job["name"]}
     assert all(i["batch"]["submitted_at"].endswith("+00:00") for i in doc["items"])
-    assert wait_until(lambda: jobs(sim)[0]["phase"] == "succeeded", timeout=10)
-    second = cli(tmp_path, "run", path, "--no-wait")
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert status(tmp_path)["counts"]["done"] == 3
-    assert len(jobs(sim)) == 1  # collected, nothing submitted again
+    assert wait_until(lambda: jobs(sim)[0]["finished_requests"] >= 2, timeout=10)
+    cancelled = cli(tmp_path, "cancel", "out")
+    assert cancelled.returncode == 0, cancelled.stdout
+    assert "cancel requested" in cancelled.stdout
+    configure(sim.url, batch_duration=0.2)
+    collect = cli(tmp_path, "run", path, "--no-wait")  # what finished is kept; the rest goes
+    assert collect.returncode == 75, collect.stdout  # back to pending and out in a new job
+    first_job, second_job = jobs(sim)
+    assert first_job["phase"] == "cancelled"
+    assert status(tmp_path)["counts"]["done"] == first_job["finished_requests"] >= 2
+    assert len(second_job["requests"]) == 8 - first_job["finished_requests"]
+    assert wait_until(lambda: jobs(sim)[1]["phase"] == "succeeded", timeout=10)
+    last = cli(tmp_path, "run", path, "--no-wait")
+    assert last.returncode == 0, last.stdout
+    assert status(tmp_path)["counts"]["done"] == 8 and len(jobs(sim)) == 2
 
 
 def test_kill_9_mid_create_then_the_next_run_finds_the_job(tmp_path, sim, api):
@@ -171,21 +196,3 @@ def test_a_lost_create_answer_and_503s_make_one_job(tmp_path, sim, api):
     result = cli(tmp_path, "run", path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(jobs(sim)) == 1 and sorted(submitted_prompts(sim)) == ["one", "two"]
-
-
-def test_cancel_keeps_what_finished_and_returns_the_rest(tmp_path, sim, api):
-    configure(sim.url, batch_duration=4)
-    path = manifest(tmp_path, sim, api, [f"prompt {i}" for i in range(8)])
-    assert cli(tmp_path, "run", path, "--no-wait").returncode == 75
-    assert wait_until(lambda: jobs(sim)[0]["finished_requests"] >= 2, timeout=10)
-    cancelled = cli(tmp_path, "cancel", "out")
-    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
-    assert "cancel requested" in cancelled.stdout
-    configure(sim.url, batch_duration=0.2)
-    collect = cli(tmp_path, "run", path, "--no-wait")
-    first = jobs(sim)[0]
-    assert first["phase"] == "cancelled"
-    doc = status(tmp_path)
-    assert doc["counts"]["done"] == first["finished_requests"] >= 2
-    assert collect.returncode == 75  # the rest went back to pending and out in a new job
-    assert len(jobs(sim)) == 2
