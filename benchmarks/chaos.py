@@ -108,7 +108,7 @@ class CrashingOs:
 storage.os = CrashingOs()
 
 import nbbatch.providers.gemini_batch as gemini_batch
-import nbbatch.providers.wire as wire
+import nbbatch.providers.transfer as transfer
 client = gemini_batch.GeminiBatchClient
 
 def after_nth(method, wanted):
@@ -123,7 +123,7 @@ def after_nth(method, wanted):
 
 client.create = after_nth(client.create, "creating")
 client.get = after_nth(client.get, "polling")
-get_lines = wire.get_lines
+get_lines = transfer.get_lines
 
 async def dying_lines(*args, **kwargs):
     async for line in get_lines(*args, **kwargs):

@@ -14,7 +14,8 @@ from nbbatch.errors import LedgerError, ManifestError, TransientError, UsageErro
 from nbbatch.manifest import load_manifest
 from nbbatch.providers import gemini_batch, openai_batch
 from nbbatch.providers.base import JobPhase
-from nbbatch.providers.wire import get_lines, redactor
+from nbbatch.providers.transfer import get_lines
+from nbbatch.providers.wire import redactor
 from nbbatch.settings import RunOptions, resolve
 from nbbatch.store import migrations
 from nbbatch.store.ledger import Ledger

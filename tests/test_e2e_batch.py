@@ -162,9 +162,19 @@ def test_no_wait_cancel_and_later_runs_that_collect(tmp_path, sim, api):
     assert status(tmp_path)["counts"]["done"] == first_job["finished_requests"] >= 2
     assert len(second_job["requests"]) == 8 - first_job["finished_requests"]
     assert wait_until(lambda: jobs(sim)[1]["phase"] == "succeeded", timeout=10)
-    last = cli(tmp_path, "run", path, "--no-wait")
+    last = cli(tmp_path, "resume", "out")  # the ledger remembers: batch mode, --no-wait
     assert last.returncode == 0, last.stdout
     assert status(tmp_path)["counts"]["done"] == 8 and len(jobs(sim)) == 2
+    online = [r for r in httpx.get(f"{sim.url}/_sim/requests").json() if "batch" not in r]
+    assert online == []
+
+
+def test_a_rejected_key_stops_a_batch_run_before_any_job(tmp_path, sim, api):
+    path = manifest(tmp_path, sim, api, ["one"])
+    result = CliRunner().invoke(app, ["run", str(path)], env={
+        **cli_env(tmp_path), "GEMINI_API_KEY": "wrong", "OPENAI_API_KEY": "wrong"})
+    assert result.exit_code == 4, result.output
+    assert "pre-flight" in result.output and jobs(sim) == []
 
 
 def test_kill_9_mid_create_then_the_next_run_finds_the_job(tmp_path, sim, api):

@@ -20,12 +20,13 @@ from nbbatch.engine.batch_submit import Submitter, submitted_line
 from nbbatch.engine.budget import Budget, BudgetGuard, Stop, StopKind
 from nbbatch.engine.events import Event, EventKind, EventSink, Level, Progress
 from nbbatch.engine.pacing import Clock, Sleep
+from nbbatch.engine.preflight import blocking, needs_of, run_checks
 from nbbatch.engine.pricing import Pricing
 from nbbatch.engine.recorder import Recorder
 from nbbatch.engine.summary import RunSummary, exit_code_for
 from nbbatch.errors import ExitCode, FatalError
 from nbbatch.model import Manifest
-from nbbatch.providers.base import BatchClient
+from nbbatch.providers.base import BatchClient, Provider
 from nbbatch.store.files import ImageStore
 from nbbatch.store.ledger import Ledger
 
@@ -41,12 +42,14 @@ class BatchRun:
         out_name: str,
         budget: Budget | None = None,
         no_wait: bool = False,
+        checkers: Mapping[str, Provider] | None = None,
         on_event: EventSink | None = None,
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.manifest, self.clients, self.no_wait = manifest, clients, no_wait
+        self.checkers = checkers or {}  # online providers, for the pre-flight of keys, models
         self._on_event, self._clock = on_event, clock
         counts = ledger.counts()
         self.progress = Progress(total=counts.total, done=counts.done, failed=counts.failed,
@@ -75,6 +78,7 @@ class BatchRun:
 
     async def run(self) -> RunSummary:
         try:
+            await self._preflight()
             await self._round()  # (1)
             if self.interrupted_by is None:
                 await self.submitter.submit()  # (2)
@@ -92,7 +96,20 @@ class BatchRun:
         finally:
             for client in self.clients.values():
                 await client.aclose()
+            for provider in self.checkers.values():
+                await provider.aclose()
         return self._summary()
+
+    async def _preflight(self) -> None:
+        """A rejected key or an unknown model stops the run before any job is sent, as
+        online (one free metadata request per provider and model that new jobs will use)."""
+        items = self.ctx.items
+        pending = {row.id for row in self.ctx.jobs.submittable() if row.id in items}
+        chosen = [items[i] for i in pending if items[i].provider in self.checkers]
+        needs = needs_of(chosen, {item.id: (item.provider,) for item in chosen}, {})
+        error = blocking(await run_checks(self.checkers, needs))
+        if error is not None:
+            raise error
 
     async def _round(self) -> None:
         for job in self.ctx.jobs.jobs(open_only=True):

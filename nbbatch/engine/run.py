@@ -108,14 +108,17 @@ def run_batch(
             items = {item.id: item for item in manifest.items}
             budget = Budget(options.max_images, options.max_cost, options.max_duration)
             if manifest.mode == "batch":
-                needed = {items[row.id].provider for row in pending if row.id in items}
-                needed |= {job.provider for job in ledger.batch.jobs(open_only=True)}
+                fresh = {items[row.id].provider for row in pending if row.id in items}
+                needed = fresh | {job.provider for job in ledger.batch.jobs(open_only=True)}
                 clients = build_batch_clients(manifest, needed, env, transport_factory)
+                checkers = build_providers(manifest, fresh, env, transport_factory)
                 run_id = ledger.start_run(manifest=str(manifest.path),
-                                          options=options.to_record(), cwd=str(cwd),
+                                          options=options.to_record(),
+                                          settings=manifest_record(manifest), cwd=str(cwd),
                                           pid=os.getpid())
                 batch_run = BatchRun(manifest, ledger, store, clients, out_name=out.name,
-                                     budget=budget, no_wait=options.no_wait, on_event=on_event)
+                                     budget=budget, no_wait=options.no_wait,
+                                     checkers=checkers, on_event=on_event)
                 summary = asyncio.run(_drive(batch_run, batch_run.run, handle_signals))
                 ledger.finish_run(run_id, int(summary.exit_code))
                 if summary.done_this_run:

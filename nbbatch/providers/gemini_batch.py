@@ -33,19 +33,17 @@ from nbbatch.providers.batch_lines import (
     write_jsonl,
 )
 from nbbatch.providers.gemini import DEFAULT_BASE_URL, MAX_RESPONSE_BYTES
+from nbbatch.providers.transfer import file_chunks, get_lines, send_bytes
 from nbbatch.providers.wire import (
     RawResponse,
     as_dict,
     as_text,
-    file_chunks,
     get,
     get_bytes,
-    get_lines,
     new_client,
     parse_object,
     post_json,
     redactor,
-    send_bytes,
 )
 
 INLINE_MAX_BYTES = 20 * 1024 * 1024  # the API's limit for a create body with inline requests

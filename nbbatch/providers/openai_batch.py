@@ -24,12 +24,12 @@ from nbbatch.providers.batch_lines import checked_name, count, parse_line, write
 from nbbatch.providers.openai import DEFAULT_BASE_URL, MAX_RESPONSE_BYTES
 from nbbatch.providers.openai_answers import DEFAULT_KEY_ENV, ImageURL, classify_document
 from nbbatch.providers.openai_requests import build_generation_body, settle_options
+from nbbatch.providers.transfer import get_lines
 from nbbatch.providers.wire import (
     RawResponse,
     as_dict,
     as_text,
     get_bytes,
-    get_lines,
     new_client,
     parse_object,
     post_json,

@@ -12,7 +12,7 @@ import json as jsonlib
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -29,7 +29,6 @@ Redact = Callable[[str], str]
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _SNIPPET = 200  # characters of a non-JSON body quoted in a message
 _KEY_MARGIN = 1024  # read this much past the snippet, so a key it cuts is still redacted
-_ERROR_BODY_BYTES = 1 << 20  # an error answer to a download is a short JSON document
 
 # Failures before the request left this machine: the provider cannot have charged for them.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
@@ -130,90 +129,6 @@ async def post_multipart(
         client, "POST", url, {"data": dict(data), "files": list(files)}, headers=headers,
         timeout=timeout, max_bytes=max_bytes, provider=provider, redact=redact,
     )
-
-
-async def send_bytes(
-    client: httpx.AsyncClient,
-    method: str,
-    url: str,
-    *,
-    content: bytes | AsyncIterator[bytes],
-    headers: Mapping[str, str],
-    timeout: float,
-    max_bytes: int,
-    provider: str,
-    redact: Redact,
-) -> RawResponse:
-    """Send `content` as the body (bytes, or chunks streamed from a file: an upload), with
-    the same deadline, cap on the answer and error mapping as post_json."""
-    return await _exchange(
-        client, method, url, {"content": content}, headers=headers, timeout=timeout,
-        max_bytes=max_bytes, provider=provider, redact=redact,
-    )
-
-
-async def file_chunks(file: IO[bytes], chunk: int = 1 << 20) -> AsyncIterator[bytes]:
-    """A file's bytes from the start, a chunk at a time: an upload never holds it whole."""
-    file.seek(0)
-    while data := file.read(chunk):
-        yield data
-
-
-async def get_lines(
-    client: httpx.AsyncClient,
-    url: str,
-    *,
-    headers: Mapping[str, str],
-    timeout: float,
-    max_line_bytes: int,
-    provider: str,
-    redact: Redact,
-    on_error: Callable[[RawResponse], Exception],
-) -> AsyncGenerator[bytes, None]:
-    """GET `url` and yield its body line by line (without the newline), in bounded memory:
-    a results file may be gigabytes. `timeout` bounds each wait for more bytes, not the
-    whole download. A non-2xx answer is read (capped) and `on_error(raw)` is raised; a line
-    over `max_line_bytes` and transport failures are TransientError."""
-    start = time.monotonic()
-    try:
-        async with client.stream("GET", url, headers={**headers},
-                                 timeout=httpx.Timeout(timeout)) as response:
-            if not 200 <= response.status_code < 300:
-                body = await _read_capped(response, _ERROR_BODY_BYTES)
-                raise on_error(RawResponse(response.status_code, response.headers, body,
-                                           time.monotonic() - start))
-            # A line's pieces are joined once, when its end arrives: each byte is copied
-            # once on its way to the caller (lines of 1.5 MB come in 64 KB reads).
-            parts: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                begin = 0
-                while (end := chunk.find(b"\n", begin)) >= 0:
-                    piece = chunk[begin:end]
-                    line = b"".join((*parts, piece)) if parts else piece
-                    parts, size, begin = [], 0, end + 1
-                    if line.strip():  # no copy: bytes.strip returns a line without blanks
-                        yield line
-                rest = chunk[begin:] if begin else chunk
-                parts.append(rest)
-                size += len(rest)
-                if size > max_line_bytes:
-                    raise TransientError(f"a line of {url.rsplit('/', 1)[-1]} is larger than "
-                                         f"{max_line_bytes} bytes", provider=provider)
-            if (last := b"".join(parts)).strip():
-                yield last
-    except _BodyTooLarge:
-        raise TransientError(f"error response larger than {_ERROR_BODY_BYTES} bytes",
-                             provider=provider) from None
-    except httpx.TimeoutException as exc:
-        raise TransientError(redact(f"download stalled: {_describe(exc)}"),
-                             provider=provider) from None
-    except httpx.UnsupportedProtocol as exc:
-        raise FatalError(redact(f"cannot send to {url}: {exc} (check base_url)"),
-                         provider=provider) from None
-    except httpx.HTTPError as exc:
-        raise TransientError(redact(f"download failed: {_describe(exc)}"),
-                             provider=provider) from None
 
 
 async def get_bytes(
