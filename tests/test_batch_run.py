@@ -193,3 +193,28 @@ def test_an_image_changed_while_in_a_job_is_not_saved_from_it(folder, clock, tmp
     assert rows == {"p0": "done", "p1": "pending"}
     second = list(api.jobs.values())[1]
     assert [prompt for _, prompt in second["requests"]] == ["a whale at night"]
+
+
+def test_an_online_run_leaves_images_in_live_jobs_to_them(folder, clock, tmp_path):
+    from dataclasses import replace
+
+    from nbbatch.engine.run import run_batch
+    from nbbatch.settings import RunOptions, Settings
+    from nbbatch.sim import SimulatorOptions
+    from nbbatch.sim.inprocess import simulator_transport
+
+    manifest, ledger, store = folder(["a fox", "a whale"])
+    api = FakeBatchAPI(clock, duration=1000)
+    run(manifest, ledger, store, api, clock, no_wait=True, budget=Budget(max_images=1))
+    ledger.close()
+    online = replace(manifest, mode="online")
+    events = []
+    summary = run_batch(Settings(online, tmp_path / "out", RunOptions()),
+                        env={"GEMINI_API_KEY": "k"}, cwd=tmp_path,
+                        on_event=lambda e, p: events.append(e.message), handle_signals=False,
+                        transport_factory=lambda name: simulator_transport(SimulatorOptions()))
+    with Ledger.open(tmp_path / "out" / "ledger.db") as ledger:
+        states = {row.id: row.status for row in ledger.rows()}
+    assert states == {"p0": "pending", "p1": "done"}  # p0 waits in its job, p1 went online
+    assert summary.exit_code == ExitCode.TEMPFAIL
+    assert any("1 images wait in live batch jobs" in m for m in events)

@@ -104,7 +104,8 @@ def run_batch(
             ledger.sync(planned_images(manifest), manifest.items)
             if options.retry_failed:
                 ledger.retry_failed()
-            pending = ledger.pending()
+            # Images waiting in a live batch job are that job's: never requested again here.
+            pending = ledger.batch.submittable()
             items = {item.id: item for item in manifest.items}
             budget = Budget(options.max_images, options.max_cost, options.max_duration)
             if manifest.mode == "batch":
@@ -132,6 +133,11 @@ def run_batch(
                                       pid=os.getpid())
             dispatcher = Dispatcher(manifest, ledger, store, providers, budget=budget,
                                     on_event=on_event)
+            waiting = ledger.batch.in_open_jobs()
+            if waiting and on_event:
+                on_event(Event(EventKind.BATCH_JOB, f"{waiting} images wait in live batch jobs "
+                               "and are left to them: run with --mode batch to collect them",
+                               level=Level.WARNING), dispatcher.progress)
             try:
                 summary = asyncio.run(_drive(dispatcher, lambda: dispatcher.run(pending),
                                              handle_signals))
