@@ -152,3 +152,28 @@ def test_results_are_streamed_line_by_line_with_a_cap_per_line():
         lines_of([b"x" * 60, b"y" * 60, b"\n"])
     with pytest.raises(TransientError, match="HTTP 500"):
         lines_of([b"{}"], status=500)
+
+
+def test_what_a_batch_api_says_about_a_job_never_carries_the_key():
+    from nbbatch.model import ProviderConfig
+
+    secret = "AIzaSecretKey-123456789"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["x-goog-api-key"] == secret
+        return httpx.Response(200, json={"name": "batches/abc", "done": True, "error": {
+            "code": 3, "message": f"bad key {secret} in request"},
+            "metadata": {"state": "BATCH_STATE_FAILED"}})
+
+    async def main():
+        client = gemini_batch.GeminiBatchClient(
+            ProviderConfig("gemini", base_url="http://x"), secret,
+            transport=httpx.MockTransport(handler))
+        try:
+            return await client.get("batches/abc")
+        finally:
+            await client.aclose()
+
+    status = asyncio.run(main())
+    assert status.phase == JobPhase.FAILED
+    assert secret not in status.error and "bad key" in status.error

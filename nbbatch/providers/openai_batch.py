@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -211,10 +212,13 @@ class OpenAIBatchClient(BatchClient):
 
     def _job(self, doc: dict[str, Any]) -> BatchStatus:
         try:
-            return parse_job(doc)
+            status = parse_job(doc)
         except ValueError as exc:
             raise TransientError(self._redact(str(exc)), provider=self.name,
                                  possibly_billed=True) from None
+        # What the server says is shown and stored: an echoed key must not come along.
+        return replace(status, state=self._redact(status.state),
+                       error=self._redact.message(status.error) if status.error else None)
 
     def _id(self, value: Any, what: str) -> str:
         try:
