@@ -71,7 +71,9 @@ class Reporter:
     def __call__(self, event: Event, progress: Progress) -> None:
         if self._bar is not None:
             self._update_bar(progress)
-            if event.level >= self.min_level:
+            # Batch jobs change state a few times a run: each change is worth a line.
+            shown = event.kind == EventKind.BATCH_JOB and self.min_level <= Level.WARNING
+            if event.level >= self.min_level or shown:
                 style = {Level.WARNING: "yellow", Level.ERROR: "bold red"}.get(event.level, "")
                 self._bar.console.print(event.message, style=style, markup=False, highlight=False)
             return
@@ -87,10 +89,12 @@ class Reporter:
         elapsed = max(time.monotonic() - p.started_at, 1e-6)
         rate = p.done_this_run / elapsed * 60
         providers = " ".join(f"{name}:{state}" for name, state in p.providers.items())
+        counts = f"done {p.done} failed {p.failed} pending {p.pending} in flight {p.in_flight}"
+        if p.jobs_open:
+            counts += f" - {p.in_jobs} in {p.jobs_open} batch job{'s' if p.jobs_open > 1 else ''}"
         self._bar.update(
             self._task, description=providers, total=p.total, completed=p.done + p.failed,
-            counts=f"done {p.done} failed {p.failed} pending {p.pending} in flight {p.in_flight}",
-            rate=f"{rate:.1f}/min",
+            counts=counts, rate=f"{rate:.1f}/min",
         )
 
 
