@@ -177,3 +177,33 @@ def test_what_a_batch_api_says_about_a_job_never_carries_the_key():
     status = asyncio.run(main())
     assert status.phase == JobPhase.FAILED
     assert secret not in status.error and "bad key" in status.error
+
+
+def test_inline_results_without_keys_are_matched_by_their_order():
+    import base64
+
+    from nbbatch.errors import BlockedError
+    from nbbatch.model import ProviderConfig
+    from nbbatch.providers.base import BatchStatus, GeneratedImage
+
+    image = base64.b64encode(_png()).decode()
+    answers = [
+        {"response": {"candidates": [{"content": {"parts": [
+            {"inlineData": {"mimeType": "image/png", "data": image}}]}, "finishReason": "STOP"}]}},
+        {"response": {"promptFeedback": {"blockReason": "SAFETY"}}},
+        {"error": {"code": 500, "message": "internal", "status": "INTERNAL"}},
+    ]
+    status = BatchStatus("batches/x", None, "BATCH_STATE_SUCCEEDED", JobPhase.SUCCEEDED,
+                         results=("inline", answers))
+
+    async def main():
+        client = gemini_batch.GeminiBatchClient(ProviderConfig("gemini"), "k")
+        try:
+            return [item async for item in client.results(status)]
+        finally:
+            await client.aclose()
+
+    (k0, a0), (k1, a1), (k2, a2) = asyncio.run(main())
+    assert (k0, k1, k2) == (0, 1, 2)
+    assert isinstance(a0, GeneratedImage) and isinstance(a1, BlockedError)
+    assert isinstance(a2, TransientError)  # classified exactly as an online 500
