@@ -79,7 +79,7 @@ def classify_document(
     redact: Redactor,
     model: str,
     key_env: str | None = None,
-) -> GeneratedImage | ImageURL:
+) -> GeneratedImage | ImageLink:
     """`classify` for an answer already parsed (None: not a JSON object; `body` is then
     quoted). Batch results arrive as documents inside a file."""
     headers = httpx.Headers(headers)

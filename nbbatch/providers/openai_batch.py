@@ -20,10 +20,17 @@ import httpx
 
 from nbbatch.errors import JobGoneError, OptionError, ProviderError, TransientError, UsageError
 from nbbatch.model import ProviderConfig
-from nbbatch.providers.base import BatchClient, BatchItem, BatchResult, BatchStatus, JobPhase
+from nbbatch.providers.base import (
+    BatchClient,
+    BatchItem,
+    BatchResult,
+    BatchStatus,
+    ImageLink,
+    JobPhase,
+)
 from nbbatch.providers.batch_lines import checked_name, count, parse_line, write_jsonl
 from nbbatch.providers.openai import DEFAULT_BASE_URL, MAX_RESPONSE_BYTES
-from nbbatch.providers.openai_answers import DEFAULT_KEY_ENV, ImageURL, classify_document
+from nbbatch.providers.openai_answers import DEFAULT_KEY_ENV, classify_document
 from nbbatch.providers.openai_requests import build_generation_body, settle_options
 from nbbatch.providers.transfer import get_lines
 from nbbatch.providers.wire import (
@@ -187,7 +194,7 @@ class OpenAIBatchClient(BatchClient):
                                        key_env=self._key_env)
         except ProviderError as exc:
             return exc
-        if isinstance(result, ImageURL):
+        if isinstance(result, ImageLink):
             return TransientError("a batch answer gave an image URL, not the image",
                                   provider=self.name)
         return result
