@@ -150,6 +150,8 @@ def test_no_wait_cancel_and_later_runs_that_collect(tmp_path, sim, api):
     (job,) = jobs(sim)
     assert {i["batch"]["job"] for i in doc["items"]} == {job["name"]}
     assert all(i["batch"]["submitted_at"].endswith("+00:00") for i in doc["items"])
+    assert cli(tmp_path, "gallery", "out").returncode == 0  # pending images show their job
+    assert job["name"] in (tmp_path / "out" / "gallery.html").read_text()
     assert wait_until(lambda: jobs(sim)[0]["finished_requests"] >= 2, timeout=10)
     cancelled = cli(tmp_path, "cancel", "out")
     assert cancelled.returncode == 0, cancelled.stdout

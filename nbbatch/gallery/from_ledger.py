@@ -13,8 +13,10 @@ from nbbatch.store.ledger import LedgerView
 
 def ledger_entries(ledger: LedgerView) -> Iterator[GalleryEntry]:
     """One entry per image of the manifest, in manifest order, streamed."""
+    waiting = dict(ledger.batch.memberships())  # images in live batch jobs: usually few
     for row in ledger.rows():
         done = row.status == "done"
+        member = waiting.get((row.id, row.index))
         yield GalleryEntry(
             id=row.id, index=row.index, count=row.count or 1, status=row.status,
             prompt=row.prompt, provider=row.provider, model=row.model,
@@ -22,6 +24,8 @@ def ledger_entries(ledger: LedgerView) -> Iterator[GalleryEntry]:
             file=row.file if done else None, sha256=row.sha256 if done else None,
             error_kind=None if done else row.error_kind,
             error_message=None if done else row.error_message,
+            batch_job=member.job if member else None,
+            batch_state=member.state if member else None,
         )
 
 
