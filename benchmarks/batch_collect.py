@@ -35,16 +35,15 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.scale import BOOT
+from nbbatch.sim import SimulatorOptions, SimulatorServer
 
+KEY = "bench-key"
 # The collection alone: the same process without the gallery update every run that made
 # images ends with (its thumbnails have their own benchmark and target).
 BOOT_NO_GALLERY = BOOT.replace(
     "from nbbatch.cli import main",
     "import nbbatch.engine.run as run\nrun._refresh_gallery = lambda out, summary, on_event:"
     " summary\nfrom nbbatch.cli import main")
-from nbbatch.sim import SimulatorOptions, SimulatorServer
-
-KEY = "bench-key"
 LAST_SPLIT = [0.0, 0.0]  # user, system seconds of the last measured process
 
 
