@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -196,8 +197,6 @@ def test_an_image_changed_while_in_a_job_is_not_saved_from_it(folder, clock, tmp
 
 
 def test_an_online_run_leaves_images_in_live_jobs_to_them(folder, clock, tmp_path):
-    from dataclasses import replace
-
     from nbbatch.engine.run import run_batch
     from nbbatch.settings import RunOptions, Settings
     from nbbatch.sim import SimulatorOptions
@@ -218,3 +217,20 @@ def test_an_online_run_leaves_images_in_live_jobs_to_them(folder, clock, tmp_pat
     assert states == {"p0": "pending", "p1": "done"}  # p0 waits in its job, p1 went online
     assert summary.exit_code == ExitCode.TEMPFAIL
     assert any("1 images wait in live batch jobs" in m for m in events)
+
+
+def test_a_finished_job_whose_results_are_not_there_yet_is_not_closed(folder, clock):
+    manifest, ledger, store = folder(["a", "b"])
+    api = FakeBatchAPI(clock, duration=5)
+    original = api.get
+
+    async def without_results(name):  # SUCCEEDED with 2 made, but no results location
+        status = await original(name)
+        return replace(status, succeeded=2, results=None)
+
+    api.get = without_results
+    _, summary = run(manifest, ledger, store, api, clock, budget=Budget(max_duration=60))
+    assert summary.stop.kind == StopKind.MAX_DURATION and ledger.batch.in_open_jobs() == 2
+    api.get = original  # the results show up: collected, nothing sent again
+    _, summary = run(manifest, ledger, store, api, clock)
+    assert summary.exit_code == ExitCode.OK and len(api.jobs) == 1

@@ -75,6 +75,12 @@ class Collector:
             ctx.job_event(job, progress_text(status))
         if not status.phase.finished:
             return True
+        if not status.results and status.succeeded:
+            # Made images, but no word yet of where they are: closing now would send them
+            # again (and pay twice). Ask again at the next poll.
+            ctx.job_event(job, f"{status.state} with {status.succeeded} results not yet "
+                          "available; trying again later", Level.WARNING)
+            return True
         try:
             await ctx.call(job, lambda _: self._collect(job, status))
         except TransientError as exc:
