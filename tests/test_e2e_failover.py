@@ -79,7 +79,8 @@ def test_gemini_daily_quota_fails_over_instead_of_stopping(tmp_path):
     assert result.returncode == 0, result.stderr
     counts = Counter(i["provider"] for i in status_json(tmp_path, tmp_path / "out")["items"])
     assert counts == {"gemini": 2, "openai": 4}
-    assert [r["outcome"] for r in log if r["provider"] == "gemini"].count("quota") == 1
+    # Dropped at its first quota answer: only a request already in flight may get another.
+    assert 1 <= [r["outcome"] for r in log if r["provider"] == "gemini"].count("quota") <= 2
 
 
 def test_both_providers_exhausted_exits_75_with_pending_kept(tmp_path):
