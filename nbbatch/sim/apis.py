@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from nbbatch.sim import (
+    admin,
     batch_admin,
     gemini,
     gemini_batch,
@@ -22,7 +23,7 @@ from nbbatch.sim.core import Route, SimulatorCore
 from nbbatch.sim.options import SimulatorOptions
 
 ROUTES: tuple[Route, ...] = (gemini_batch.route, gemini.route, openai.route, openai_batch.route,
-                             stability.route, openrouter.route, batch_admin.route)
+                             stability.route, openrouter.route, batch_admin.route, admin.route)
 
 
 def simulator_core(options: SimulatorOptions,

@@ -12,8 +12,7 @@ the quota and the random faults can be aimed at one API (`outage_target`, `quota
 `fault_target`) so failover can be tried. Front-door rejections answer at once; what reaches
 "the model" (success, internal, blocked, no image) waits the latency first.
 
-Admin routes: GET /_sim/requests, GET /_sim/stats, POST /_sim/reset-quota, POST /_sim/configure,
-GET /_sim/files/NAME (images handed out as URLs, for dall-e answers).
+Its admin routes (requests log, stats, quota reset, configure, files) are in admin.py.
 """
 
 from __future__ import annotations
@@ -125,18 +124,6 @@ class SimulatorCore:
             response = api_route(self, method, route, parse_qs(url.query), lower, body)
             if response is not None:
                 return response
-        admin = {
-            ("GET", "/_sim/requests"): lambda: json_response(200, self.requests()),
-            ("GET", "/_sim/metadata"): lambda: json_response(200, self.metadata_requests()),
-            ("GET", "/_sim/stats"): lambda: json_response(200, self.stats()),
-            ("POST", "/_sim/reset-quota"): lambda: json_response(200, self.reset_quota()),
-            ("POST", "/_sim/configure"): lambda: self._configure_route(body),
-        }
-        action = admin.get((method, route))
-        if action:
-            return action()
-        if method == "GET" and route.startswith("/_sim/files/"):
-            return self._file(route.removeprefix("/_sim/files/"))
         return admin_error(404, f"No route for {method} {route} on the simulator.")
 
     # --- the flow every API shares -----------------------------------------------------
@@ -247,13 +234,10 @@ class SimulatorCore:
             while len(self._files) > _MAX_FILES:
                 self._files.popitem(last=False)
 
-    def _file(self, name: str) -> SimResponse:
+    def file(self, name: str) -> tuple[str, bytes] | None:
+        """(MIME type, bytes) of a kept image, or None."""
         with self._lock:
-            found = self._files.get(name)
-        if found is None:
-            return admin_error(404, f"No file {name!r} on the simulator (it keeps the last "
-                                f"{_MAX_FILES}).")
-        return SimResponse(200, {"Content-Type": found[0]}, found[1])
+            return self._files.get(name)
 
     # --- admin -------------------------------------------------------------------------
 
@@ -292,13 +276,3 @@ class SimulatorCore:
             if "seed" in changes:
                 self._rng = random.Random(self.options.seed)
             return self.options
-
-    def _configure_route(self, body: bytes) -> SimResponse:
-        try:
-            changes = json.loads(body or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("the body must be a JSON object of option names and values")
-            options = self.configure(**changes)
-        except (ValueError, TypeError) as e:
-            return admin_error(400, str(e))
-        return json_response(200, dataclasses.asdict(options))
