@@ -25,9 +25,12 @@ from pathlib import Path
 from PIL import Image
 
 from nbbatch.providers.google import classify
+from nbbatch.redaction import Redactor
 from nbbatch.store.files import ImageStore, sha256_hex
 from nbbatch.store.ledger import Ledger
 from nbbatch.store.records import Attempt, PlannedImage
+
+KEY = "AIzaSyBenchmark-0123456789abcdefghijklmno"  # redacted from what is stored
 
 
 def one_megabyte_jpeg() -> bytes:
@@ -55,12 +58,13 @@ def per_image_cpu(images: int) -> tuple[list[float], int, int]:
         out = Path(tmp)
         store = ImageStore(out)
         store.prepare()
+        redact = Redactor([KEY])  # one per provider, as in a run
         with Ledger.open(out / "ledger.db") as ledger:
             ledger.sync(PlannedImage(f"img{i}", 1, "f" * 64, i) for i in range(images))
             for i in range(images):
                 key = (f"img{i}", 1)
                 start = time.process_time()
-                image = classify(200, {}, body, provider="gemini", redact=lambda s: s)
+                image = classify(200, {}, body, provider="gemini", redact=redact)
                 digest = sha256_hex(image.data)
                 ledger.record_attempt(key, Attempt(time.time(), "gemini", image.model, "success"))
                 relative = store.relative(f"img{i}.jpg")
