@@ -161,6 +161,43 @@ def ratio_log(aspect_ratio: str) -> float:
     return math.log(float(match.group(1)) / float(match.group(2)))
 
 
+SIZE_PIXELS = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}  # the long side, roughly
+
+
+def made_pixels(model: str, aspect_ratio: str | None) -> tuple[int, int] | None:
+    """The pixel size a model that takes pixel sizes (OpenAI's) is sent for a ratio, or None
+    for models that take the ratio and size as asked (Gemini's) or when the API picks."""
+    info = MODELS.get(model)
+    if family(model) != "openai" or (info is not None and not info.pixel_sizes):
+        return None
+    try:
+        size = pixel_size(model, aspect_ratio)
+    except ValueError:
+        return None
+    if size == "auto":
+        return None
+    width, height = (int(n) for n in size.split("x"))
+    return width, height
+
+
+def shape_change(model: str, aspect_ratio: str | None, image_size: str | None) -> str | None:
+    """How the image `model` makes differs from the ratio and size asked, in words
+    ("makes 1536x1024 (3:2)"), or None when it makes what was asked."""
+    made = made_pixels(model, aspect_ratio)
+    if made is None:
+        return None
+    width, height = made
+    ratio_changed = False
+    if aspect_ratio and (match := _RATIO.match(aspect_ratio)):
+        asked = math.log(float(match.group(1)) / float(match.group(2)))
+        ratio_changed = abs(asked - math.log(width / height)) > 0.01
+    smaller = image_size in SIZE_PIXELS and max(made) < 0.9 * SIZE_PIXELS[image_size]
+    if not (ratio_changed or smaller):
+        return None
+    divisor = math.gcd(width, height)
+    return f"makes {width}x{height} ({width // divisor}:{height // divisor})"
+
+
 def price(
     model: str,
     *,

@@ -3,6 +3,7 @@
     NbbatchError                 message is what the user reads; exit_code picks the exit status
     ├── UsageError               bad flags or arguments (exit 2)
     │   ├── ManifestError        bad manifest: file, line, field (exit 2)
+    │   ├── MissingKeyError      a provider's key variable is not set (exit 2)
     │   └── OptionError          a provider option the provider cannot take (exit 2)
     ├── FolderLockedError        another run holds the output folder (exit 75)
     ├── LedgerError              the ledger cannot be opened or is not ours (exit 2)
@@ -28,6 +29,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # usage or manifest error, or an unknown model; nothing was sent
     FAILED = 3  # finished, nothing pending, some images failed
     AUTH = 4  # authentication or permission failure
+    OUTPUT = 74  # what a reading command had to say could not be written (a full disk)
     TEMPFAIL = 75  # stopped with images pending: run again later
     SIGINT = 130
     SIGTERM = 143
@@ -55,6 +57,11 @@ class NbbatchError(Exception):
 
 class UsageError(NbbatchError):
     exit_code = ExitCode.USAGE
+
+
+class MissingKeyError(UsageError):
+    """A provider's key variable is not set; nothing was sent. The command line adds how to
+    go on with the command at hand."""
 
 
 class OptionError(UsageError):

@@ -100,6 +100,17 @@ def detect_image(data: bytes) -> ImageInfo:
     return ImageInfo(found.mime_type, found.extension, width, height)
 
 
+def dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image's header alone, or None if it cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(BytesIO(data), formats=[f.pillow for f in FORMATS]) as image:
+                return image.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
 def _check_jpeg_complete(image: Image.Image, data: bytes) -> None:
     # verify() is a no-op for JPEG. A whole file ends with the EOI marker; when it does not
     # (padding, camera trailers, or truncation) decode at 1/8 scale, which fails if truncated.

@@ -100,6 +100,9 @@ class FailoverConfig:
     order: Annotated[tuple[str, ...], MinLen(1)]
     trip_after: Annotated[int, Ge(1)] = 3
     probe_every: Annotated[float, Gt(0)] = 300.0
+    # true: an image a backup would make in another shape (ratio or size) waits for the
+    # primary instead of being made by that backup
+    same_shape: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""How values from outside (a manifest, a server) are quoted in messages: short and typed."""
+"""How values from outside (a manifest, a server, a path) are quoted in messages and shown:
+short, typed, and inert on a terminal."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -34,3 +36,21 @@ def one_of(choices: tuple[str, ...]) -> str:
     """('a', 'b', 'c') -> "'a', 'b' or 'c'"."""
     quoted = [repr(c) for c in choices]
     return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+# Characters that would act on a terminal instead of showing: C0 controls (ESC starts colour,
+# cursor and OSC title sequences; CR and BS overwrite a line), DEL, C1 controls (CSI, OSC in
+# one byte), line separators, and the bidi controls that reorder what a line seems to say.
+_ACTIVE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` from outside (a server, a manifest, a path) made safe to show on one line:
+    every character that a terminal would act on is written as its escape, `\\x1b` or
+    `\\u202e`, so it is visible and does nothing."""
+    return _ACTIVE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

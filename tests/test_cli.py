@@ -38,7 +38,7 @@ def test_run_on_the_in_process_simulator_exits_0(tmp_path):
     result = runner.invoke(app, ["run", str(manifest(tmp_path, ["a", "b"]))])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out/images").iterdir()) == ["p0.jpg", "p1.jpg"]
-    assert "2 done, 0 failed, 0 pending of 2" in result.output
+    assert "2 done · 0 failed · 0 pending of 2" in result.output
 
 
 def test_blocked_image_exits_3(tmp_path):
@@ -116,7 +116,7 @@ def test_status_table_lists_failed_images_first(tmp_path):
     result = runner.invoke(app, ["status"])
     assert result.exit_code == 0
     assert result.output.index("failed") < result.output.index("done")
-    assert "1 done, 1 failed, 0 pending" in result.output
+    assert "1 done · 1 failed · 0 pending" in result.output
 
 
 @pytest.mark.parametrize("command", COMMANDS)

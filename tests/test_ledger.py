@@ -222,10 +222,10 @@ def test_excluded_done_image_returns_done(ledger: Ledger) -> None:
     save(ledger, ("a", 1), cost=0.5)
     ledger.sync(plan(("b", 1, "fb")))
     assert ledger.counts() == Counts(1, 0, 0, 1)
-    assert ledger.cost_summary().spent_usd == 0
+    assert ledger.cost_summary().on_disk_usd == 0
     ledger.sync(plan(("a", 1, "fa"), ("b", 1, "fb")))
     assert ledger.counts() == Counts(2, 1, 0, 1)
-    assert ledger.cost_summary().spent_usd == 0.5
+    assert ledger.cost_summary().on_disk_usd == 0.5
 
 
 def test_changed_fingerprint_keeps_attempts_and_drops_save_intent(ledger: Ledger) -> None:
@@ -390,10 +390,25 @@ def test_counts_by_provider_and_cost_summary(ledger: Ledger) -> None:
         "openai": Counts(2, 1, 1, 0),
     }
     summary = ledger.cost_summary()
-    assert summary.spent_usd == pytest.approx(0.308)
+    assert summary.on_disk_usd == pytest.approx(0.308)
     assert summary.done_images == 3
     assert summary.possibly_spent_usd == pytest.approx(0.134)
-    assert summary.possibly_billed_attempts == 1
+    assert summary.spent.lost == 1 and summary.spent.interrupted == 0
+
+
+def test_spent_counts_every_billed_attempt_apart_from_the_images_on_disk(ledger: Ledger) -> None:
+    ledger.sync(plan(("a", 1, "fa"), ("b", 1, "fb")))
+    ledger.record_attempt(("a", 1), attempt("success", cost_usd=0.134))
+    save(ledger, ("a", 1), cost=0.134)
+    ledger.record_attempt(("b", 1), attempt("interrupted", possibly_billed=True, cost_usd=0.2))
+    ledger.sync(plan(("a", 1, "fa-changed"), ("b", 1, "fb")))  # a's prompt changed
+    ledger.record_attempt(("a", 1), attempt("success", cost_usd=0.15))
+    save(ledger, ("a", 1), cost=0.15)
+    summary = ledger.cost_summary()
+    assert summary.on_disk_usd == pytest.approx(0.15)  # the image there now
+    assert summary.spent.billed_usd == pytest.approx(0.284)  # both images of a were paid for
+    assert (summary.spent.interrupted, summary.spent.interrupted_usd) == (1, 0.2)
+    assert summary.spent.usd == pytest.approx(0.484)
 
 
 def test_integrity_ok(ledger: Ledger) -> None:

@@ -202,7 +202,7 @@ def test_max_cost_budget(tmp_path, clock):
     m = manifest(tmp_path, [f"p{i}" for i in range(10)], concurrency=2, interval=0.1)
     provider = ScriptedProvider(clock, latency=1)
     _summary, ledger, _ = run(tmp_path, m, provider, clock, Budget(max_cost=0.5))
-    assert ledger.cost_summary().spent_usd <= 0.5
+    assert ledger.cost_summary().spent.usd <= 0.5
     assert ledger.counts().done == 3  # 3 x $0.134 fits, a fourth would not
 
 

@@ -42,6 +42,7 @@ def png(size=(8, 8), fmt="PNG") -> bytes:
 
 class Sim:
     def __init__(self, clock=time.monotonic, **options):
+        options.setdefault("serve_retired", True)  # these tests cover retired models too
         self.server = SimulatorServer(SimulatorOptions(**options), clock=clock).start()
         self.client = httpx.Client(base_url=self.server.url, verify=TLS,
                                    headers={"Authorization": f"Bearer {KEY}"})
@@ -384,7 +385,7 @@ def test_quota_can_limit_one_api_and_is_counted_per_api(sim):
 def test_configure_rejects_bad_targets(sim, body):
     s = sim()
     assert s.client.post("/_sim/configure", json=body).status_code == 400
-    assert s.server.core.options == SimulatorOptions()
+    assert s.server.core.options == SimulatorOptions(serve_retired=True)
 
 
 def test_seeded_draws_repeat_across_apis():

@@ -1,20 +1,21 @@
-"""The command line: parse options, build settings, call the engine, render, map errors to
-exit codes. Nothing else lives here. Heavy modules are imported inside the commands so that
-`nbbatch --help` stays fast."""
+"""The command line: parse options, build settings, call the engine, show what came of it.
+Errors become exit codes in `exits`; the display lives in `session` and `status_view`.
+Heavy modules are imported inside the commands so that `nbbatch --help` stays fast."""
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
-from nbbatch.errors import ExitCode, NbbatchError, UsageError
+from nbbatch import __version__
+from nbbatch.cli.console import check_width_variables, guard_standard_streams
+from nbbatch.cli.exits import exits
+from nbbatch.errors import UsageError
+from nbbatch.providers.registry import NAMES as PROVIDER_NAMES
 
 app = typer.Typer(
     name="nbbatch",
@@ -22,9 +23,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)  # one error, one line: greppable logs
+
 
 
 class Mode(StrEnum):  # Typer shows the choices
@@ -34,23 +35,20 @@ class Mode(StrEnum):  # Typer shows the choices
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Every request and retry.")]
+PROVIDERS_HELP = ", ".join(PROVIDER_NAMES)
 
 
-def exits(command):
-    """The one place errors become exit codes."""
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"nbbatch {__version__}")
+        raise typer.Exit(0)
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            code = command(*args, **kwargs)
-        except NbbatchError as exc:
-            err_console.print(f"error: {exc.message}", markup=False, highlight=False)
-            raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(int(ExitCode.SIGINT)) from None
-        raise typer.Exit(int(code or 0))
 
-    return wrapper
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Generate thousands of images from a prompt manifest, paced, retried and resumable."""
 
 
 def _run_options(**kwargs):
@@ -60,42 +58,16 @@ def _run_options(**kwargs):
     return RunOptions(max_duration=parse_duration(duration) if duration else None, **kwargs)
 
 
-def _start(settings, *, quiet: bool, verbose: bool) -> int:
-    from nbbatch.cli.render import Reporter, print_summary, status_table
-    from nbbatch.engine.plan import model_warnings
-    from nbbatch.engine.run import run_batch
-    from nbbatch.store import recent
-
-    for warning in model_warnings(settings.manifest):
-        err_console.print(f"warning: {warning}", markup=False, highlight=False)
-    cwd = Path.cwd()
-    recent.remember(cwd, settings.out, os.environ)
-    live = sys.stdout.isatty()
-    verbosity = 0 if quiet else 2 if verbose else 1
-    with Reporter(console, live=live, verbosity=verbosity) as reporter:
-        summary = run_batch(settings, env=os.environ, cwd=cwd, on_event=reporter)
-    print_summary(console, summary, plain=not live)
-    if summary.exit_code in (ExitCode.AUTH, ExitCode.USAGE):
-        err_console.print(f"error: {summary.stop_reason}", markup=False, highlight=False)
-    if live and not quiet:
-        from nbbatch.store import open_for_reading
-
-        with open_for_reading(settings.out) as ledger:
-            console.print(status_table(list(ledger.rows())))
-        console.print(f"images in {settings.out / 'images'}, ledger {settings.out / 'ledger.db'}")
-    return summary.exit_code
-
-
 @app.command()
-@exits
+@exits()
 def run(
     manifest: Annotated[Path, typer.Argument(help="The prompt manifest (YAML).")],
     out: Annotated[Path | None, typer.Option(help="Output folder (overrides the manifest).")] = None,
-    provider: Annotated[str | None, typer.Option(help="Send every prompt to this provider (gemini, vertex, openai, stability, openrouter, simulator).")] = None,
+    provider: Annotated[str | None, typer.Option(help=f"Send every prompt to this provider ({PROVIDERS_HELP}); turns failover off.")] = None,
     interval: Annotated[str | None, typer.Option(help='Seconds between request starts: "7" or "5-10".')] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at most, per provider.")] = None,
     max_images: Annotated[int | None, typer.Option(help="Stop after this many new images.")] = None,
-    max_cost: Annotated[float | None, typer.Option(help="Stop before spending more than this (USD, estimated).")] = None,
+    max_cost: Annotated[float | None, typer.Option(help="Never spend more than this in this run (USD, at the dearest price each image may have).")] = None,
     max_duration: Annotated[str | None, typer.Option(help="Stop dispatching after this long: 90s, 45m, 2h.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Put failed images back to pending first.")] = False,
     mode: Annotated[Optional[Mode], typer.Option(help="online: one request per image; batch: the providers' batch APIs, half the price, results within 24 h.")] = None,
@@ -104,6 +76,7 @@ def run(
     verbose: Verbose = False,
 ) -> int:
     """Generate every image the manifest asks for that is not done yet."""
+    from nbbatch.cli.session import start
     from nbbatch.settings import resolve
 
     options = _run_options(
@@ -113,10 +86,10 @@ def run(
         mode=mode.value if mode else None, no_wait=no_wait,
     )
     settings = resolve(manifest, options, cwd=Path.cwd())
-    return _start(settings, quiet=quiet, verbose=verbose)
+    return start(settings, command="run", quiet=quiet, verbose=verbose)
 
 
-def _find_out(out: Path | None) -> Path:
+def _find_out(out: Path | None, command: str) -> Path:
     from nbbatch.store import recent
 
     if out is not None:
@@ -124,86 +97,73 @@ def _find_out(out: Path | None) -> Path:
     found = recent.last_out(Path.cwd(), os.environ)
     if found is None:
         raise UsageError("no run was started from this directory; name the output folder: "
-                         "nbbatch resume OUT")
+                         f"nbbatch {command} OUT")
     return found
 
 
 @app.command()
-@exits
+@exits()
 def resume(
     out: Annotated[Path | None, typer.Argument(help="Output folder of the run (default: the last run started here).")] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> int:
     """Continue a run with the manifest and settings it recorded."""
+    from nbbatch.cli.session import start
     from nbbatch.settings import resume_settings
 
-    settings = resume_settings(_find_out(out))
-    return _start(settings, quiet=quiet, verbose=verbose)
+    settings = resume_settings(_find_out(out, "resume"))
+    return start(settings, command="resume", quiet=quiet, verbose=verbose)
 
 
 @app.command()
-@exits
+@exits(output_is_result=True)
 def status(
     out: Annotated[Path | None, typer.Argument(help="Output folder (default: the last run started here).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status document as JSON.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="List only the failed images.")] = False,
+    pending: Annotated[bool, typer.Option("--pending", help="List only the pending images.")] = False,
+    summary: Annotated[bool, typer.Option("--summary", help="Counts and cost only, no list of images.")] = False,
     wide: Annotated[bool, typer.Option("--wide", help="Show each image's prompt too.")] = False,
 ) -> int:
-    """What is done, failed and pending, with counts."""
-    from nbbatch.cli.render import batch_jobs_table, counts_line, status_table
-    from nbbatch.engine.status import write_status_json
-    from nbbatch.store import open_for_reading
+    """What is done, failed and pending, with counts and cost. Piped, one line per image."""
+    from nbbatch.cli.status_view import show_status
+    from nbbatch.engine.status import View
 
-    folder = _find_out(out)
-    shown_out = _display_path(folder)
-    with open_for_reading(folder) as ledger:
-        last = ledger.last_run()
-        manifest = _display_path(Path(last.manifest)) if last else None
-        if as_json:
-            write_status_json(ledger, sys.stdout, out=shown_out, manifest=manifest)
-            return 0
-        cost = ledger.cost_summary()
-        console.print(status_table(list(ledger.rows()), wide=wide))
-        jobs = ledger.batch.jobs()
-        if jobs:
-            console.print(batch_jobs_table(jobs))
-        by_provider = ledger.counts_by_provider()
-        console.print(counts_line(ledger.counts(), cost), markup=False)
-        for name, counts in sorted(by_provider.items()):
-            if name:
-                console.print(f"  {name}: {counts.done} done, {counts.failed} failed", markup=False)
-        console.print(f"out: {shown_out}  manifest: {manifest}", markup=False, highlight=False)
+    if failed and pending:
+        raise UsageError("choose one of --failed and --pending (or neither, for every image)")
+    view = View.FAILED if failed else View.PENDING if pending else View.ALL
+    show_status(_find_out(out, "status"), view=view, summary_only=summary, as_json=as_json,
+                wide=wide)
     return 0
 
 
 @app.command()
-@exits
+@exits()
 def cancel(
     out: Annotated[Path | None, typer.Argument(help="Output folder (default: the last run started here).")] = None,
 ) -> int:
     """Cancel the live batch jobs of OUT; the next run collects what they finished."""
+    from rich.text import Text
+
+    from nbbatch.cli.console import make_console
     from nbbatch.engine.cancel import cancel_jobs
     from nbbatch.settings import resume_settings
+    from nbbatch.text import printable
 
-    settings = resume_settings(_find_out(out))
+    settings = resume_settings(_find_out(out, "cancel"))
+    console = make_console()
     for line in cancel_jobs(settings, env=os.environ):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        console.print(Text(printable(line)), soft_wrap=True)
     return 0
 
 
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.absolute().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 @app.command()
-@exits
+@exits(output_is_result=True)
 def plan(
     manifest: Annotated[Path, typer.Argument(help="The prompt manifest (YAML).")],
     out: Annotated[Path | None, typer.Option(help="Output folder (overrides the manifest).")] = None,
-    provider: Annotated[str | None, typer.Option(help="Plan as if every prompt went to this provider.")] = None,
+    provider: Annotated[str | None, typer.Option(help=f"Plan as if every prompt went to this provider ({PROVIDERS_HELP}).")] = None,
     interval: Annotated[str | None, typer.Option(help='Seconds between request starts: "7" or "5-10".')] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at most, per provider.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Count failed images as pending.")] = False,
@@ -212,9 +172,15 @@ def plan(
 ) -> int:
     """Validate the manifest and show what a run would do, with the run's pre-flight checks
     of keys and models. Sends no generation request."""
-    from nbbatch.cli.render import checks_lines, plan_table
+    from rich.text import Text
+
+    from nbbatch.cli.console import make_console
+    from nbbatch.cli.exits import say_error
+    from nbbatch.cli.session import display_path
+    from nbbatch.cli.tables import checks_lines, plan_table
     from nbbatch.engine.plan import check_providers, plan_batch
     from nbbatch.settings import RunOptions, resolve
+    from nbbatch.text import printable
 
     options = RunOptions(out=str(out) if out else None, provider=provider, interval=interval,
                          concurrency=concurrency, retry_failed=retry_failed,
@@ -222,46 +188,53 @@ def plan(
     settings = resolve(manifest, options, cwd=Path.cwd())
     result = plan_batch(settings)
     pacing = settings.manifest.pacing
-    console.print(f"manifest {_display_path(settings.manifest.path)} is valid; "
-                  f"output {_display_path(settings.out)}", markup=False, highlight=False)
+    console = make_console()
+    console.print(Text(printable(f"manifest {display_path(settings.manifest.path)} is valid; "
+                                 f"output {display_path(settings.out)}")))
     console.print(plan_table(result, interval=str(pacing.interval), concurrency=pacing.concurrency))
     for warning in result.warnings:
-        err_console.print(f"warning: {warning}", markup=False)
+        say_error(warning, "warning")
     if offline:
         return 0
     checks = check_providers(settings.manifest, os.environ)
     for line in checks_lines(checks):
-        console.print(line, markup=False, highlight=False)
+        console.print(Text(printable(line)))
     if checks.stop is not None:
         raise checks.stop
     return 0
 
 
 @app.command()
-@exits
+@exits(output_is_result=True)
 def gallery(
     out: Annotated[Path | None, typer.Argument(help="Output folder (default: the last run started here).")] = None,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> int:
     """Write OUT/gallery.html, a contact sheet of every image in the ledger, and print its path."""
+    import sys
     import webbrowser
 
-    from nbbatch.cli.render import ThumbnailProgress
-    from nbbatch.gallery import update_gallery
+    from rich.text import Text
 
-    folder = _find_out(out)
-    with ThumbnailProgress(err_console, live=sys.stderr.isatty()) as progress:
+    from nbbatch.cli.console import make_console
+    from nbbatch.cli.exits import say_error
+    from nbbatch.cli.thumbnails import ThumbnailProgress
+    from nbbatch.gallery import update_gallery
+    from nbbatch.text import printable
+
+    folder = _find_out(out, "gallery")
+    with ThumbnailProgress(make_console(stderr=True), live=sys.stderr.isatty()) as progress:
         result = update_gallery(folder, on_progress=progress)
     for problem in result.thumbnail_errors:
-        err_console.print(f"warning: no thumbnail for {problem}", markup=False, highlight=False)
-    console.print(str(result.path), markup=False, highlight=False, soft_wrap=True)
+        say_error(f"no thumbnail for {problem}", "warning")
+    make_console().print(Text(printable(str(result.path))), soft_wrap=True)
     if open_page:
         webbrowser.open(result.path.resolve().as_uri())
     return 0
 
 
 @app.command()
-@exits
+@exits()
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8765,
@@ -314,4 +287,8 @@ def simulate(
 
 
 def main() -> None:
+    """The `nbbatch` program: widths from the environment checked, and standard streams
+    whose failure (a closed pipe, a full disk) ends output, never the run."""
+    check_width_variables(os.environ)
+    guard_standard_streams()
     app()

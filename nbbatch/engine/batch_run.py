@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from nbbatch.engine.batch_collect import Collector
 from nbbatch.engine.batch_context import BatchContext
 from nbbatch.engine.batch_submit import Submitter, submitted_line
 from nbbatch.engine.budget import Budget, BudgetGuard, Stop, StopKind
-from nbbatch.engine.events import Event, EventKind, EventSink, Level, Progress
+from nbbatch.engine.events import (
+    Event,
+    EventKind,
+    EventSink,
+    Level,
+    Progress,
+    Watcher,
+    start_message,
+)
 from nbbatch.engine.pacing import Clock, Sleep
 from nbbatch.engine.preflight import blocking, needs_of, run_checks
 from nbbatch.engine.pricing import Pricing
 from nbbatch.engine.recorder import Recorder
+from nbbatch.engine.shapes import Shapes
 from nbbatch.engine.summary import RunSummary, exit_code_for
 from nbbatch.errors import ExitCode, FatalError
 from nbbatch.model import Manifest
@@ -44,18 +53,20 @@ class BatchRun:
         no_wait: bool = False,
         checkers: Mapping[str, Provider] | None = None,
         on_event: EventSink | None = None,
+        notes: Sequence[str] = (),
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.manifest, self.clients, self.no_wait = manifest, clients, no_wait
         self.checkers = checkers or {}  # online providers, for the pre-flight of keys, models
-        self._on_event, self._clock = on_event, clock
+        self._watcher, self._clock = Watcher(on_event), clock
         counts = ledger.counts()
         self.progress = Progress(total=counts.total, done=counts.done, failed=counts.failed,
                                  pending=counts.pending, started_at=clock())
+        self._notes, self._store = notes, store
         recorder = Recorder(ledger, store, self.progress, Pricing(manifest.providers),
-                            emit=self._emit, clock=clock, wall=wall)
+                            Shapes(manifest), emit=self._emit, clock=clock, wall=wall)
         self.ctx = BatchContext(manifest, ledger, clients, recorder, self._emit, sleep, clock,
                                 out_name)
         self.guard = BudgetGuard(budget or Budget(), clock=clock,
@@ -77,6 +88,7 @@ class BatchRun:
         self._wake.set()
 
     async def run(self) -> RunSummary:
+        self._announce()
         try:
             await self._preflight()
             await self._round()  # (1)
@@ -99,6 +111,14 @@ class BatchRun:
             for provider in self.checkers.values():
                 await provider.aclose()
         return self._summary()
+
+    def _announce(self) -> None:
+        pending = len(self.ctx.jobs.submittable())
+        self._emit(Event(EventKind.STARTED, start_message(
+            pending=pending, total=self.progress.total, manifest=self.manifest.path,
+            out=self._store.out, providers=sorted(self.clients), mode="batch")))
+        for note in self._notes:
+            self._emit(Event(EventKind.PENDING, note, level=Level.WARNING))
 
     async def _preflight(self) -> None:
         """A rejected key or an unknown model stops the run before any job is sent, as
@@ -152,8 +172,7 @@ class BatchRun:
         self.progress.in_jobs = jobs.in_open_jobs()
 
     def _emit(self, event: Event) -> None:
-        if self._on_event:
-            self._on_event(event, self.progress)
+        self._watcher(event, self.progress)
 
     def _summary(self) -> RunSummary:
         ledger = self.ctx.ledger
@@ -167,8 +186,10 @@ class BatchRun:
                              all_dropped=self.fatal is not None)
         p = self.progress
         return RunSummary(
-            counts=counts, cost=ledger.cost_summary(), exit_code=code, stop=stop,
+            counts=counts, cost=ledger.cost_summary(), run_spend=ledger.run_spend(),
+            exit_code=code, stop=stop,
             requests=self.submitter.submitted, done_this_run=p.done_this_run,
             failed_this_run=p.failed_this_run, elapsed=self._clock() - p.started_at,
             submitted=self.submitter.submitted, jobs_open=p.jobs_open, in_jobs=p.in_jobs,
+            watcher_error=self._watcher.error,
         )

@@ -62,8 +62,11 @@ class BudgetGuard:
         if b.max_images is not None and made + active >= b.max_images:
             return Stop(StopKind.MAX_IMAGES, f"--max-images reached ({b.max_images})")
         if b.max_cost is not None and spent + reserved + next_cost > b.max_cost + _EPSILON:
-            return Stop(StopKind.MAX_COST,
-                        f"--max-cost reached (${spent:.3f} of ${b.max_cost:.2f})")
+            if spent + reserved >= b.max_cost - _EPSILON:
+                return Stop(StopKind.MAX_COST, f"--max-cost ${b.max_cost:.2f} reached")
+            # Not reached: the next image alone might pass it, so it is not started.
+            return Stop(StopKind.MAX_COST, f"--max-cost: stopped before ${b.max_cost:.2f}: "
+                                           f"the next image may cost up to ${next_cost:.3f}")
         return None
 
     def deadline(self) -> float | None:

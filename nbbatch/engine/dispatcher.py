@@ -9,10 +9,18 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from nbbatch.engine.budget import Budget, BudgetGuard, Stop, StopKind
-from nbbatch.engine.events import Event, EventKind, EventSink, Level, Progress
+from nbbatch.engine.events import (
+    Event,
+    EventKind,
+    EventSink,
+    Level,
+    Progress,
+    Watcher,
+    start_message,
+)
 from nbbatch.engine.failover import candidates
 from nbbatch.engine.image_job import ImageMaker
 from nbbatch.engine.job import ImageJob
@@ -20,6 +28,7 @@ from nbbatch.engine.pacing import Clock, Sleep
 from nbbatch.engine.preflight import blocking, needs_of, run_checks
 from nbbatch.engine.pricing import Pricing
 from nbbatch.engine.recorder import Recorder
+from nbbatch.engine.shapes import Shapes
 from nbbatch.engine.steering import Lane, Steering
 from nbbatch.engine.summary import RunSummary, exit_code_for
 from nbbatch.errors import ExitCode, QuotaExhaustedError
@@ -49,7 +58,7 @@ class Dispatcher:
         rng: random.Random | None = None,
     ) -> None:
         self.manifest = manifest
-        self._on_event = on_event
+        self._watcher = Watcher(on_event)  # a failing watcher never breaks the run
         self._clock = clock
         rng = rng or random.Random()
         lanes = {
@@ -64,8 +73,9 @@ class Dispatcher:
             started_at=clock(), provider_states=self.steering.states,
         )
         self.pricing = Pricing(manifest.providers)
-        self.recorder = Recorder(ledger, store, self.progress, self.pricing, emit=self._emit,
-                                 clock=clock, wall=wall)
+        self.shapes = Shapes(manifest)
+        self.recorder = Recorder(ledger, store, self.progress, self.pricing, self.shapes,
+                                 emit=self._emit, clock=clock, wall=wall)
         self.maker = ImageMaker(self.steering, self.recorder, manifest.retry, halt=self.halt,
                                 stopped=lambda: self.stop is not None, emit=self._emit,
                                 clock=clock, wall=wall, sleep=sleep)
@@ -98,7 +108,13 @@ class Dispatcher:
 
     # -- the loop ------------------------------------------------------------------------
 
-    async def run(self, pending: list[ImageRow], *, preflight: bool = True) -> RunSummary:
+    async def run(self, pending: list[ImageRow], notes: Sequence[str] = (), *,
+                  preflight: bool = True) -> RunSummary:
+        """Make the `pending` images; `notes` are told after the start line (images whose
+        file went missing, say), before the pre-flight checks."""
+        self._announce(pending)
+        for note in notes:
+            self._emit(Event(EventKind.PENDING, note, level=Level.WARNING))
         if preflight:
             await self._preflight(pending)
         window = sum(lane.concurrency for lane in self.steering.lanes.values()) * WINDOW_PER_SLOT
@@ -108,7 +124,7 @@ class Dispatcher:
             item = self.items.get(row.id)
             if item is None:
                 continue
-            usable = self.steering.usable(candidates(item, self.manifest.failover))
+            usable = self.steering.usable(candidates(item, self.manifest.failover, self.shapes))
             if not usable:
                 continue  # stays pending for a later run
             job = ImageJob(row, item, usable, reserve=self._reserve(item, usable))
@@ -186,8 +202,17 @@ class Dispatcher:
         job.task.add_done_callback(finished)
 
     def _emit(self, event: Event) -> None:
-        if self._on_event:
-            self._on_event(event, self.progress)
+        self._watcher(event, self.progress)
+
+    def _announce(self, pending: list[ImageRow]) -> None:
+        lanes = self.steering.lanes
+        order = [n for n in self.manifest.failover.order if n in lanes] \
+            if self.manifest.failover else []
+        roles = [f"{n} (primary)" if i == 0 else f"{n} (backup)" for i, n in enumerate(order)]
+        roles += sorted(n for n in lanes if n not in order)
+        self._emit(Event(EventKind.STARTED, start_message(
+            pending=len(pending), total=self.progress.total, manifest=self.manifest.path,
+            out=self.recorder.store.out, providers=roles, mode="online")))
 
     async def _close_providers(self) -> None:
         for lane in self.steering.lanes.values():
@@ -209,9 +234,11 @@ class Dispatcher:
         if fatal and code == fatal.exit_code:
             stop = Stop(StopKind.FATAL, f"{fatal.provider or 'provider'}: {fatal.message}")
         return RunSummary(
-            counts=counts, cost=ledger.cost_summary(), exit_code=code, stop=stop,
-            requests=self.progress.requests, done_this_run=self.progress.done_this_run,
+            counts=counts, cost=ledger.cost_summary(), run_spend=ledger.run_spend(),
+            exit_code=code, stop=stop, requests=self.progress.requests,
+            done_this_run=self.progress.done_this_run,
             failed_this_run=self.progress.failed_this_run,
-            elapsed=self._clock() - self.progress.started_at,
+            elapsed=self._clock() - self.progress.started_at, retries=self.progress.retries,
+            watcher_error=self._watcher.error,
         )
 

@@ -6,12 +6,13 @@ the live Progress; levels let the caller choose how much to show.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 
 class EventKind(StrEnum):
+    STARTED = "started"  # the run begins: what it will do, where, with which providers
     ATTEMPT = "attempt"  # a request is being sent
     RETRY = "retry"  # an attempt failed and another one will follow after a backoff
     DONE = "done"
@@ -33,7 +34,7 @@ class Level(IntEnum):
 class ProviderState(StrEnum):
     READY = "ready"  # nothing answered yet
     OK = "ok"
-    RETRYING = "retrying"  # the last answer was a transient failure
+    RETRYING = "retrying"  # images are waiting out a backoff after failing here
     PAUSED = "paused"  # the server asked for quiet
     SWITCHED_AWAY = "switched away"
     DROPPED = "dropped"
@@ -74,3 +75,29 @@ class Progress:
 
 
 EventSink = Callable[[Event, Progress], None]
+
+
+class Watcher:
+    """The caller's event sink, guarded: its failure (a closed pipe, a full log disk, a bug
+    in a display) must never reach the bookkeeping. The first failure is kept in `error`
+    for the summary, and the sink is told no more."""
+
+    def __init__(self, sink: EventSink | None) -> None:
+        self._sink = sink
+        self.error: str | None = None
+
+    def __call__(self, event: Event, progress: Progress) -> None:
+        if self._sink is None:
+            return
+        try:
+            self._sink(event, progress)
+        except Exception as exc:
+            self._sink = None
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+def start_message(*, pending: int, total: int, manifest: object, out: object,
+                  providers: Sequence[str], mode: str) -> str:
+    """The first line a run tells: what it will do, where, with which providers."""
+    return (f"start: {pending} of {total} images pending; manifest {manifest}; output {out}; "
+            f"providers {', '.join(providers) or 'none needed'}; mode {mode}")

@@ -11,14 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from nbbatch.engine.shapes import Shapes
 from nbbatch.model import FailoverConfig, Item
 
 
-def candidates(item: Item, failover: FailoverConfig | None) -> tuple[str, ...]:
-    """Providers that may make this item's images, its own first, then the failover order."""
+def candidates(item: Item, failover: FailoverConfig | None,
+               shapes: Shapes | None = None) -> tuple[str, ...]:
+    """Providers that may make this item's images, its own first, then the failover order;
+    with `failover.same_shape`, only the backups that make the shape it asks for."""
     if failover is None or item.provider not in failover.order:
         return (item.provider,)
-    return (item.provider, *(name for name in failover.order if name != item.provider))
+    keep = failover.same_shape and shapes is not None
+    return (item.provider, *(name for name in failover.order if name != item.provider
+                             and not (keep and shapes and shapes.change(item, name))))
 
 
 class NoProviderLeft(Exception):
@@ -52,26 +57,36 @@ class Router:
     def choose(self, candidates: Sequence[str]) -> Choice:
         """The provider for the next attempt among `candidates` (in preference order)."""
         alive = self._alive(candidates)
-        now = self._clock()
-        for name in alive:
-            health = self.health[name]
-            if health.tripped_at is None:
-                continue
-            due = (health.last_probe or health.tripped_at) + self.probe_every
-            if not health.probing and now >= due:
-                health.probing, health.last_probe = True, now
-                return Choice(name, probe=True)
+        due = self._probe_due(alive)
+        if due is not None:
+            health = self.health[due]
+            health.probing, health.last_probe = True, self._clock()
+            return Choice(due, probe=True)
         return self._preferred(alive)
 
     def still_valid(self, choice: Choice, candidates: Sequence[str]) -> bool:
-        """After waiting for its turn: is this still where the attempt should go? Not when
-        the provider was dropped or switched away meanwhile, nor when a better one recovered."""
+        """At its turn to start: is this still where the attempt should go? Not when the
+        provider was dropped or switched away meanwhile, nor when a better one recovered,
+        nor when a probe fell due: an image waiting in line is not bound to the provider it
+        lined up for, so probes go out on schedule however many images are queued."""
         if self.health[choice.provider].dropped:
             return False
         if choice.probe:
             return True
         alive = [name for name in candidates if not self.health[name].dropped]
-        return bool(alive) and self._preferred(alive) == choice
+        return (bool(alive) and self._probe_due(alive) is None
+                and self._preferred(alive) == choice)
+
+    def _probe_due(self, alive: Sequence[str]) -> str | None:
+        """The first switched-away provider whose probe is due and not already under way."""
+        now = self._clock()
+        for name in alive:
+            health = self.health[name]
+            if health.tripped_at is None or health.probing:
+                continue
+            if now >= (health.last_probe or health.tripped_at) + self.probe_every:
+                return name
+        return None
 
     def _alive(self, candidates: Sequence[str]) -> list[str]:
         alive = [name for name in candidates if not self.health[name].dropped]

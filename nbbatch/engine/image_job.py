@@ -88,9 +88,12 @@ class ImageMaker:
             pass  # stays pending; its attempts are already in the ledger
         except ReferenceGone as exc:
             record.pending(job, "reference", str(exc), level=Level.ERROR)
+        finally:
+            job.end_backoff()
 
     async def _attempt(self, job: ImageJob, request: ImageRequest) -> GeneratedImage:
         router = self.steering.router
+        job.end_backoff()
         while True:
             try:
                 choice = router.choose(job.candidates)
@@ -138,13 +141,17 @@ class ImageMaker:
             raise
         finally:
             progress.in_flight -= 1
-        self.recorder.attempt(job, request.model, started, t0, Outcome.SUCCESS, None)
+        self.recorder.attempt(job, request.model, started, t0, Outcome.SUCCESS, None,
+                              image=image)
         self.steering.succeeded(lane, choice)
         return image
 
     def _retrying(self, job: ImageJob, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         self.recorder.progress.retries += 1
+        if job.lane is not None:  # the provider shows "retrying" while the backoff lasts
+            job.lane.backing_off += 1
+            job.backing_off = job.lane
         self._emit(Event(EventKind.RETRY, f"{job.label}: {getattr(error, 'message', error)} "
                          f"- retry {state.attempt_number + 1} in {state.upcoming_sleep:.1f}s",
                          job.key, job.provider, Level.DEBUG))

@@ -20,6 +20,12 @@ class ImageJob:
     model: str = ""  # the model asked for in that attempt
     task: asyncio.Task[None] | None = None
     working: bool = False  # a request or a save under way: a graceful stop lets it finish
+    backing_off: Lane | None = None  # waiting out a backoff after failing on this lane
+
+    def end_backoff(self) -> None:
+        if self.backing_off is not None:
+            self.backing_off.backing_off -= 1
+            self.backing_off = None
 
     @property
     def key(self) -> Key:

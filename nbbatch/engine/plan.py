@@ -13,11 +13,13 @@ from nbbatch import catalog
 from nbbatch.engine.failover import candidates
 from nbbatch.engine.preflight import Check, blocking, needs_of, run_checks
 from nbbatch.engine.pricing import Pricing
+from nbbatch.engine.shapes import Shapes
 from nbbatch.errors import FatalError, UsageError
-from nbbatch.model import Manifest
+from nbbatch.model import Item, Manifest
 from nbbatch.providers import create_provider, registry
 from nbbatch.settings import Settings
 from nbbatch.store import LEDGER_FILE
+from nbbatch.store.files import file_problem
 from nbbatch.store.ledger import LedgerView
 
 
@@ -28,32 +30,45 @@ class Plan:
     done: int
     failed: int
     pending: int
+    missing: int  # done images whose file is gone: counted in pending
     by_provider: dict[str, int]  # pending images per provider
     estimated_seconds: float
     estimated_cost: float  # at the price of the manifest's mode
     warnings: tuple[str, ...]
     mode: str = "online"
     online_cost: float = 0.0  # what the same images cost as online requests
+    # pending items a backup would make in another shape: how many, and the first few said
+    shape_changes: int = 0
+    shape_examples: tuple[str, ...] = ()
+    same_shape: bool = False  # failover.same_shape: those items wait for their primary
+
+
+SHAPE_EXAMPLES = 10
 
 
 def plan_batch(settings: Settings) -> Plan:
     manifest = settings.manifest
     known: dict[tuple[str, int], tuple[str, str]] = {}
+    missing: set[tuple[str, int]] = set()  # done, but the file is gone: made again
     ledger_path = settings.out / LEDGER_FILE
     if ledger_path.exists():
         with LedgerView.open(ledger_path) as ledger:
             known = ledger.states()
+            missing = {key for key, file, size in ledger.done_files()
+                       if file_problem(settings.out, file, size)}
     keep_failed = not settings.options.retry_failed
     pricing = Pricing(manifest.providers)
     done = failed = 0
     per_provider: Counter[str] = Counter()
     cost = online = 0.0
     batch = manifest.mode == "batch"
+    shapes = Shapes(manifest)
+    changes, examples = 0, list[str]()
     for item in manifest.items:
         fingerprint = item.fingerprint
         for index in range(1, item.count + 1):
             state = known.get((item.id, index))
-            if state == (fingerprint, "done"):
+            if state == (fingerprint, "done") and (item.id, index) not in missing:
                 done += 1
             elif state == (fingerprint, "failed") and keep_failed:
                 failed += 1
@@ -61,14 +76,20 @@ def plan_batch(settings: Settings) -> Plan:
                 per_provider[item.provider] += 1
                 cost += pricing.estimate(item, batch=batch)
                 online += pricing.estimate(item)
+                if index == 1 and (note := _backup_change(item, manifest, shapes)):
+                    changes += 1
+                    if len(examples) < SHAPE_EXAMPLES:
+                        examples.append(f"{item.id}: {note}")
     interval = manifest.pacing.interval.mean
     # Start-to-start pacing per provider: the busiest provider sets the pace.
     seconds = max(per_provider.values(), default=0) * interval
     return Plan(
         items=len(manifest.items), images=manifest.image_count, done=done, failed=failed,
-        pending=sum(per_provider.values()), by_provider=dict(per_provider),
+        pending=sum(per_provider.values()), missing=len(missing), by_provider=dict(per_provider),
         estimated_seconds=seconds, estimated_cost=cost,
         warnings=tuple(model_warnings(manifest)), mode=manifest.mode, online_cost=online,
+        shape_changes=changes, shape_examples=tuple(examples),
+        same_shape=bool(manifest.failover and manifest.failover.same_shape),
     )
 
 
@@ -101,6 +122,17 @@ def check_providers(manifest: Manifest, env: Mapping[str, str]) -> PlanChecks:
 
     checks = asyncio.run(check_all()) if providers else []
     return PlanChecks(tuple(checks), tuple(skipped), blocking(checks))
+
+
+def _backup_change(item: Item, manifest: Manifest, shapes: Shapes) -> str | None:
+    """How the first backup that would change `item`'s shape changes it, if one would."""
+    failover = manifest.failover
+    if failover is None or item.provider not in failover.order:
+        return None
+    for name in failover.order:
+        if name != item.provider and (note := shapes.change(item, name)):
+            return note
+    return None
 
 
 def model_warnings(manifest: Manifest, today: datetime.date | None = None) -> Iterator[str]:

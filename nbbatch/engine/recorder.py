@@ -14,8 +14,9 @@ from nbbatch.engine.events import Event, EventKind, Level, Progress
 from nbbatch.engine.job import ImageJob
 from nbbatch.engine.pacing import Clock
 from nbbatch.engine.pricing import Pricing
+from nbbatch.engine.shapes import Shapes
 from nbbatch.errors import Outcome, ProviderError, StorageError
-from nbbatch.images import extension_for
+from nbbatch.images import dimensions, extension_for
 from nbbatch.model import Item
 from nbbatch.providers.base import GeneratedImage
 from nbbatch.store.files import ImageStore, image_file_name, sha256_hex
@@ -25,32 +26,53 @@ from nbbatch.store.records import Attempt, Key
 
 class Recorder:
     def __init__(self, ledger: Ledger, store: ImageStore, progress: Progress, pricing: Pricing,
-                 *, emit: Callable[[Event], None], clock: Clock, wall: Clock) -> None:
+                 shapes: Shapes, *, emit: Callable[[Event], None], clock: Clock,
+                 wall: Clock) -> None:
         self.ledger = ledger
         self.store = store
         self.progress = progress
         self.pricing = pricing
+        self.shapes = shapes
         self._emit = emit
         self._clock, self._wall = clock, wall
-        self.spent = 0.0  # USD this run: images made, and attempts that may have been billed
+        self.spent = 0.0  # USD this run: successful requests, and those that may have been billed
         self.dearest_seen: dict[str, float] = {}  # model -> highest cost of one image
+        self._shapes_told: set[str] = set()
         self.stuck_on_fatal = 0  # images left pending because no provider could take them
 
+    def cost(self, job: ImageJob, model: str, image: GeneratedImage | None = None) -> float:
+        """What one request for `job` on its current provider costs (see `image_cost`)."""
+        assert job.provider is not None
+        return self.image_cost(job.item, job.provider, model, image)
+
+    def image_cost(self, item: Item, provider: str, model: str,
+                   image: GeneratedImage | None = None, *, batch: bool = False) -> float:
+        """The image tokens the answer reports when it does, the list price otherwise."""
+        listed = self.pricing.list_price(item, provider, model, batch=batch)
+        if image is None:
+            return listed
+        # A charge the provider reported counts even for a model without a list price.
+        billed = self.pricing.billed(provider)
+        return catalog.image_cost(model, image.usage, listed, batch=batch) if billed else 0.0
+
     def attempt(self, job: ImageJob, model: str, started: float, t0: float, outcome: Outcome,
-                exc: ProviderError | None, *, possibly_billed: bool = False) -> None:
-        """One request and what came of it (started: wall time; t0: the run's clock)."""
+                exc: ProviderError | None, *, possibly_billed: bool = False,
+                image: GeneratedImage | None = None) -> None:
+        """One request and what came of it (started: wall time; t0: the run's clock). A
+        success is money spent from this moment, whatever becomes of its image."""
         assert job.provider is not None
         billed = possibly_billed or bool(getattr(exc, "possibly_billed", False))
-        price = self.pricing.list_price(job.item, job.provider, model)
+        paid = billed or outcome == Outcome.SUCCESS
+        cost = self.cost(job, model, image) if paid else 0.0
         self.ledger.record_attempt(job.key, Attempt(
             started_at=started, provider=job.provider, model=model, outcome=outcome,
             http_status=exc.status if exc else (200 if outcome == Outcome.SUCCESS else None),
             latency=self._clock() - t0, error=exc.message if exc else None,
-            possibly_billed=billed,
-            cost_usd=price if (billed or outcome == Outcome.SUCCESS) else 0.0,
+            possibly_billed=billed, cost_usd=cost,
         ))
-        if billed:
-            self.spent += price
+        self.spent += cost
+        if outcome == Outcome.SUCCESS:
+            self.dearest_seen[model] = max(self.dearest_seen.get(model, 0.0), cost)
 
     async def save(self, job: ImageJob, image: GeneratedImage) -> None:
         """Write the image and mark it done; StorageError leaves it pending."""
@@ -67,27 +89,30 @@ class Recorder:
             key[0], key[1], item.count, extension_for(image.mime_type)))
         digest = sha256_hex(image.data)
         made_by = image.model or model
-        listed = self.pricing.list_price(item, provider, model, batch=batch)
-        # A charge the provider reported counts even for a model without a list price.
-        billed = self.pricing.billed(provider)
-        cost = catalog.image_cost(model, image.usage, listed, batch=batch) if billed else 0.0
+        cost = self.image_cost(item, provider, model, image, batch=batch)
+        note = self.shapes.change(item, provider, model)
         # Intent first: a crash between here and mark_done is finished by the next run's
         # recovery instead of paying for the image again.
         self.ledger.begin_save(key, file=relative, sha256=digest, bytes=len(image.data),
                                provider=provider, model=made_by, cost_usd=cost,
-                               usage=dict(image.usage) or None)
+                               usage=dict(image.usage) or None,
+                               size=dimensions(image.data), shape_note=note)
         try:
             await asyncio.to_thread(self.store.write, relative, image.data, digest)
         except StorageError:
             self.ledger.clear_save(key)
             raise
         self.ledger.mark_done(key)
-        self.spent += cost
-        self.dearest_seen[model] = max(self.dearest_seen.get(model, 0.0), cost)
         p = self.progress
         p.done, p.pending, p.done_this_run = p.done + 1, p.pending - 1, p.done_this_run + 1
+        if note and note not in self._shapes_told:  # once per shape, then in each done line
+            self._shapes_told.add(note)
+            self._emit(Event(EventKind.PROVIDER, f"{provider}: shape changed: {note} "
+                             f"(failover.same_shape: true keeps such items for {item.provider})",
+                             key, provider, Level.WARNING))
         self._emit(Event(EventKind.DONE, f"done {item.label(key[1])} -> {relative} ({provider}, "
-                         f"{made_by})", key, provider))
+                         f"{made_by})" + (f"; shape changed: {note}" if note else ""),
+                         key, provider))
         return cost
 
     def pending(self, job: ImageJob, kind: str, message: str, *, level: Level) -> None:

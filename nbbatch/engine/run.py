@@ -20,9 +20,10 @@ import httpx
 from nbbatch.engine.batch_run import BatchRun
 from nbbatch.engine.budget import Budget
 from nbbatch.engine.dispatcher import Dispatcher
-from nbbatch.engine.events import Event, EventKind, EventSink, Level, Progress
+from nbbatch.engine.events import Event, EventKind, EventSink, Level, Progress, Watcher
 from nbbatch.engine.failover import candidates
 from nbbatch.engine.pricing import Pricing
+from nbbatch.engine.shapes import Shapes
 from nbbatch.engine.summary import RunSummary
 from nbbatch.errors import ExitCode, NbbatchError, UsageError
 from nbbatch.gallery import update_gallery
@@ -31,7 +32,7 @@ from nbbatch.providers import create_batch_client, create_provider
 from nbbatch.providers.base import BatchClient, Provider
 from nbbatch.settings import Settings, manifest_record
 from nbbatch.store import LEDGER_FILE
-from nbbatch.store.files import ImageStore
+from nbbatch.store.files import ImageStore, file_problem
 from nbbatch.store.ledger import Ledger
 from nbbatch.store.lock import FolderLock
 from nbbatch.store.records import PlannedImage
@@ -82,6 +83,17 @@ def _recover(ledger: Ledger, store: ImageStore) -> None:
     store.remove_temp_files()
 
 
+def reopen_missing(ledger: Ledger, manifest: Manifest, out: Path) -> list[str]:
+    """A done image whose file was deleted (or changed size) is made again: one stat each.
+    Returns what to tell the user, one line per image."""
+    problems = [(key, why) for key, file, size in ledger.done_files()
+                if (why := file_problem(out, file, size))]
+    ledger.reopen(problems)
+    items = {item.id: item for item in manifest.items} if problems else {}
+    return [f"{items[id_].label(idx) if id_ in items else id_}: {why}; it will be made again"
+            for (id_, idx), why in problems]
+
+
 def run_batch(
     settings: Settings,
     *,
@@ -102,6 +114,7 @@ def run_batch(
         with Ledger.open(out / LEDGER_FILE) as ledger:
             _recover(ledger, store)
             ledger.sync(planned_images(manifest), manifest.items)
+            notes = reopen_missing(ledger, manifest, out)
             if options.retry_failed:
                 ledger.retry_failed()
             # Images waiting in a live batch job are that job's: never requested again here.
@@ -119,14 +132,15 @@ def run_batch(
                                           pid=os.getpid())
                 batch_run = BatchRun(manifest, ledger, store, clients, out_name=out.name,
                                      budget=budget, no_wait=options.no_wait,
-                                     checkers=checkers, on_event=on_event)
+                                     checkers=checkers, on_event=on_event, notes=notes)
                 summary = asyncio.run(_drive(batch_run, batch_run.run, handle_signals))
                 ledger.finish_run(run_id, int(summary.exit_code))
                 if summary.done_this_run:
                     summary = _refresh_gallery(out, summary, on_event)
                 return summary
+            shapes = Shapes(manifest)
             needed = {name for row in pending if row.id in items
-                      for name in candidates(items[row.id], manifest.failover)}
+                      for name in candidates(items[row.id], manifest.failover, shapes)}
             providers = build_providers(manifest, needed, env, transport_factory)
             run_id = ledger.start_run(manifest=str(manifest.path), options=options.to_record(),
                                       settings=manifest_record(manifest), cwd=str(cwd),
@@ -134,13 +148,12 @@ def run_batch(
             dispatcher = Dispatcher(manifest, ledger, store, providers, budget=budget,
                                     on_event=on_event)
             waiting = ledger.batch.in_open_jobs()
-            if waiting and on_event:
-                on_event(Event(EventKind.BATCH_JOB, f"{waiting} images wait in live batch jobs "
-                               "and are left to them: run with --mode batch to collect them",
-                               level=Level.WARNING), dispatcher.progress)
+            if waiting:  # told after the start line, with the other notes
+                notes.append(f"{waiting} images wait in live batch jobs and are left to "
+                             "them: run with --mode batch to collect them")
             try:
-                summary = asyncio.run(_drive(dispatcher, lambda: dispatcher.run(pending),
-                                             handle_signals))
+                summary = asyncio.run(_drive(
+                    dispatcher, lambda: dispatcher.run(pending, notes=notes), handle_signals))
             except NbbatchError as exc:  # the pre-flight refused a key or a model
                 ledger.finish_run(run_id, int(exc.exit_code))
                 raise
@@ -156,9 +169,10 @@ def _refresh_gallery(out: Path, summary: RunSummary, on_event: EventSink | None)
     progress = Progress(summary.counts.total, summary.counts.done, summary.counts.failed,
                         summary.counts.pending, 0.0)
 
+    watcher = Watcher(None if summary.watcher_error else on_event)
+
     def tell(message: str, level: Level) -> None:
-        if on_event:
-            on_event(Event(EventKind.GALLERY, message, level=level), progress)
+        watcher(Event(EventKind.GALLERY, message, level=level), progress)
 
     try:
         result = update_gallery(out)

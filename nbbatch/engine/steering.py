@@ -43,7 +43,7 @@ class Lane:
         self.slots = asyncio.Semaphore(1)
         self.opened = False
         self.answered = False
-        self.retrying = False  # the last answer was a transient failure
+        self.backing_off = 0  # images waiting out a backoff after a failure here
         # After an overload answer, one request at a time until a success (or a trip): an
         # outage then costs `trip_after` requests, plus what was already in flight.
         self.cautious = False
@@ -94,7 +94,7 @@ class Steering:
             return ProviderState.SWITCHED_AWAY
         if lane.pacer.is_paused():
             return ProviderState.PAUSED
-        if lane.retrying:
+        if lane.backing_off:
             return ProviderState.RETRYING
         return ProviderState.OK if lane.answered else ProviderState.READY
 
@@ -102,16 +102,16 @@ class Steering:
         return {name: self.state(name) for name in self.lanes}
 
     def _tell(self, lane: Lane, level: Level = Level.INFO, detail: str = "") -> None:
-        """Emit an event when the provider's state changed since it was last told."""
+        """Emit an event when the provider's state changed into one worth a line (paused,
+        switched away; dropped is told by `drop`), or with `detail` (it recovered).
+        Retries are shown live, not as news; once dropped, a provider is told no more."""
         state, previous = self.state(lane.name), self._shown[lane.name]
-        if state == previous:
-            return
         self._shown[lane.name] = state
-        if state in (ProviderState.RETRYING, ProviderState.OK) and previous in (
-                ProviderState.READY, ProviderState.RETRYING, ProviderState.PAUSED) and not detail:
-            return  # the first answers and short troubles are shown live, not as news
-        text = f"{lane.name}: {state}" + (f" - {detail}" if detail else "")
-        self._emit(Event(EventKind.PROVIDER, text, provider=lane.name, level=level))
+        if state == previous or previous == ProviderState.DROPPED:
+            return
+        if state in (ProviderState.PAUSED, ProviderState.SWITCHED_AWAY) or detail:
+            text = f"{lane.name}: {state}" + (f" - {detail}" if detail else "")
+            self._emit(Event(EventKind.PROVIDER, text, provider=lane.name, level=level))
 
     # -- routing -------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ class Steering:
     # -- what an answer means ------------------------------------------------------------
 
     def succeeded(self, lane: Lane, choice: Choice) -> None:
-        lane.answered, lane.retrying, lane.cautious = True, False, False
+        lane.answered, lane.cautious = True, False
         lane.open_up()
         recovered = self.router.succeeded(choice)
         self._tell(lane, detail="recovered: serving again" if recovered else "")
@@ -137,7 +137,6 @@ class Steering:
         if not isinstance(exc, FatalError):
             lane.open_up()
         answer = exc
-        lane.retrying = isinstance(exc, TransientError)
         if isinstance(exc, TransientError) and exc.overload:
             lane.cautious = True
             if self.router.overloaded(choice):

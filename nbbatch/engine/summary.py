@@ -7,13 +7,14 @@ from pathlib import Path
 
 from nbbatch.engine.budget import Stop
 from nbbatch.errors import ExitCode, FatalError
-from nbbatch.store.records import CostSummary, Counts
+from nbbatch.store.records import CostSummary, Counts, Spend
 
 
 @dataclass(frozen=True)
 class RunSummary:
     counts: Counts
-    cost: CostSummary
+    cost: CostSummary  # the folder: images on disk, every run's spending, what is left
+    run_spend: Spend  # this run alone
     exit_code: ExitCode
     stop: Stop | None
     requests: int
@@ -24,6 +25,8 @@ class RunSummary:
     submitted: int = 0  # batch mode: images sent in new jobs this run
     jobs_open: int = 0  # batch mode: jobs still live at the end (collected by a later run)
     in_jobs: int = 0  # images waiting in those jobs
+    retries: int = 0
+    watcher_error: str | None = None  # whoever watched the events failed; the run went on
 
     @property
     def stop_reason(self) -> str | None:

@@ -33,6 +33,6 @@ def update_gallery(out: Path, *,
                    on_progress: Callable[[int, int], None] | None = None) -> GalleryResult:
     """Write OUT/gallery.html from the ledger in OUT, making only the missing thumbnails."""
     with open_for_reading(out) as ledger:
-        spent = ledger.cost_summary().spent_usd
+        spent = ledger.cost_summary().spent.usd
         return write_gallery(out, ledger_entries(ledger), title=out.name, spent_usd=spent,
                              on_progress=on_progress)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from nbbatch.errors import UsageError
+from nbbatch.errors import MissingKeyError, UsageError
 from nbbatch.model import ProviderConfig
 from nbbatch.providers import registry
 from nbbatch.providers.base import (
@@ -48,10 +48,8 @@ def resolve_api_key(config: ProviderConfig, env: Mapping[str, str]) -> str | Non
         if env.get(name, "").strip():
             return env[name].strip()
     wanted = " (or ".join(names) + ")" * (len(names) - 1)
-    raise UsageError(
-        f"No API key for provider '{config.name}': set {wanted} in the environment. "
-        "To try nbbatch offline without a key, add --provider simulator."
-    )
+    raise MissingKeyError(f"No API key for provider '{config.name}': set {wanted} in the "
+                          "environment.")
 
 
 def create_provider(

@@ -70,6 +70,7 @@ class Decision:
     outcome: str
     delay: float
     token: bytes
+    variant: int = 0  # how many images this prompt was given before: repeats differ
 
 
 class Admitted(Protocol):
@@ -104,6 +105,7 @@ class SimulatorCore:
         self._log: list[dict[str, Any]] = []  # generation requests
         self._metadata_log: list[dict[str, Any]] = []
         self._quota_used: dict[str, int] = {}  # successful images per API
+        self._variants: dict[tuple[str, str], int] = {}  # (API, prompt) -> images given
         self._files: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._routes = tuple(routes)
         self.state: dict[str, Any] = {}  # what an API keeps between requests (batch jobs)
@@ -220,12 +222,18 @@ class SimulatorCore:
                 return Decision("blocked_prompt", 0.0, token)
             aimed = opts.fault_target in ("all", provider)
             outcome = hits[0] if hits and aimed else "success"
-            if outcome == "success" and admitted.wants_image and online:
-                self._quota_used[provider] = used + 1
+            variant = 0
+            if outcome == "success" and admitted.wants_image:
+                if online:
+                    self._quota_used[provider] = used + 1
+                # The same prompt twice (count: 2) gives two different pictures, as a real
+                # model does; still deterministic for a given sequence of requests.
+                variant = self._variants.get((provider, admitted.prompt), 0)
+                self._variants[(provider, admitted.prompt)] = variant + 1
             if outcome == "timeout":
                 return Decision(outcome, opts.hang, token)
             front_door = outcome in ("overloaded", "rate_limited")
-            return Decision(outcome, 0.0 if front_door else latency, token)
+            return Decision(outcome, 0.0 if front_door else latency, token, variant)
 
     def store_file(self, name: str, mime_type: str, data: bytes) -> None:
         """Keep an image for GET /_sim/files/NAME (the most recent few only)."""

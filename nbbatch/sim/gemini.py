@@ -25,7 +25,7 @@ from nbbatch.sim.core import (
     json_response,
 )
 from nbbatch.sim.images import draw_image, padded
-from nbbatch.sim.options import SimulatorOptions
+from nbbatch.sim.options import SimulatorOptions, retired
 
 PROVIDER = "gemini"
 _PREFIXES = ("/v1beta/models/", "/v1/models/")  # the google-genai SDK now defaults to v1
@@ -56,7 +56,7 @@ def route(
 
     def admit(opts: SimulatorOptions, entry: dict[str, Any]) -> Parsed:
         check_key(opts, key)
-        info = _known(model, version, "generateContent")
+        info = _known(model, version, "generateContent", opts)
         parsed = _parse_body(body)
         entry.update(prompt=parsed.prompt, references=parsed.references)
         validate(parsed, info)
@@ -66,9 +66,9 @@ def route(
     return core.generation(PROVIDER, model, admit, render)
 
 
-def _known(model: str, version: str, method: str) -> ModelInfo:
+def _known(model: str, version: str, method: str, opts: SimulatorOptions) -> ModelInfo:
     info = MODELS.get(model)
-    if info is None or info.family != "gemini":
+    if info is None or info.family != "gemini" or retired(info, opts):
         raise Reject(error(404, "NOT_FOUND", (
             f"models/{model} is not found for API version {version}, or is not supported for "
             f"{method}. Call ListModels to see the list of available models and their "
@@ -81,7 +81,7 @@ def _describe_model(core: SimulatorCore, model: str, key: str, version: str) -> 
 
     def answer(opts: SimulatorOptions) -> SimResponse:
         check_key(opts, key)
-        info = _known(model, version, "get")
+        info = _known(model, version, "get", opts)
         return json_response(200, {
             "name": f"models/{info.id}", "version": "001", "displayName": info.id,
             "description": "An image model (simulated).", "inputTokenLimit": 65536,
@@ -320,7 +320,7 @@ def render(d: Decision, opts: SimulatorOptions, p: Parsed) -> tuple[SimResponse,
                               "finishMessage": _SAFETY_MESSAGE, "index": 0}]
     else:
         image_tokens = _image_tokens(model, p.image_size)
-        parts = _image_parts(model, p, opts.scale, opts.image_bytes)
+        parts = _image_parts(model, p, opts.scale, opts.image_bytes, d.variant)
         doc["candidates"] = [{"content": {"parts": parts, "role": "model"},
                               "finishReason": "STOP", "index": 0}]
         usage["candidatesTokenCount"] = image_tokens
@@ -335,11 +335,12 @@ def render(d: Decision, opts: SimulatorOptions, p: Parsed) -> tuple[SimResponse,
     return json_response(200, doc, delay), outcome
 
 
-def _image_parts(model: str, p: Parsed, scale: int,
-                 size: int | None) -> list[dict[str, Any]]:
+def _image_parts(model: str, p: Parsed, scale: int, size: int | None,
+                 repeat: int = 0) -> list[dict[str, Any]]:
     def inline(variant: int, mime: str) -> dict[str, str]:
+        # Each repeat of a prompt gets its own pair: final image and interim thought image.
         image = draw_image(p.prompt, aspect_ratio=p.aspect_ratio, mime_type=mime,
-                           scale=scale, variant=variant)
+                           scale=scale, variant=2 * repeat + variant)
         if variant == 0:
             image = padded(image, size)
         return {"mimeType": mime, "data": base64.b64encode(image).decode()}

@@ -54,7 +54,7 @@ from nbbatch.sim.openai_requests import (
     parse_json,
     validate,
 )
-from nbbatch.sim.options import SimulatorOptions
+from nbbatch.sim.options import SimulatorOptions, retired
 
 PROVIDER = "openai"
 _ROUTES = {"/v1/images/generations": "generations", "/v1/images/edits": "edits"}
@@ -145,7 +145,7 @@ def route(
             model = model if isinstance(model, str) else _default_model(endpoint)
             entry["model"] = model
             info = MODELS.get(model)
-            if info is None or info.family != PROVIDER:
+            if info is None or info.family != PROVIDER or retired(info, opts):
                 raise Reject(error(404, f"The model `{model}` does not exist or you do not "
                                         "have access to it.", code="model_not_found"),
                              "not_found")
@@ -173,7 +173,7 @@ def _describe_model(core: SimulatorCore, model: str, authorization: str) -> SimR
     def answer(opts: SimulatorOptions) -> SimResponse:
         check_key(opts, authorization)
         info = MODELS.get(model)
-        if info is None or info.family != PROVIDER:
+        if info is None or info.family != PROVIDER or retired(info, opts):
             raise Reject(error(404, f"The model '{model}' does not exist", param="model",
                                code="model_not_found"), "not_found")
         return json_response(200, {"id": model, "object": "model", "created": 1_700_000_000,
@@ -255,7 +255,8 @@ def _success(
     gpt = model_family(req.model) == GPT
     size = "1024x1024" if req.size == "auto" else req.size
     output_format = req.output_format if gpt else "png"
-    image = padded(_draw(req.prompt, size, output_format, opts.scale), opts.image_bytes)
+    image = padded(_draw(req.prompt, size, output_format, opts.scale, d.variant),
+                   opts.image_bytes)
     item: dict[str, Any] = {}
     if req.response_format == "url":
         name = f"img-{d.token.hex()}.{output_format}"
@@ -286,13 +287,15 @@ def _success(
     return json_response(200, doc)
 
 
-def _draw(prompt: str, size: str, output_format: str, scale: int) -> bytes:
+def _draw(prompt: str, size: str, output_format: str, scale: int, variant: int) -> bytes:
     width, height = (int(x) for x in size.split("x"))
     g = math.gcd(width, height)
     ratio = f"{width // g}:{height // g}"
     if output_format == "jpeg":
-        return draw_image(prompt, aspect_ratio=ratio, mime_type="image/jpeg", scale=scale)
-    png = draw_image(prompt, aspect_ratio=ratio, mime_type="image/png", scale=scale)
+        return draw_image(prompt, aspect_ratio=ratio, mime_type="image/jpeg", scale=scale,
+                          variant=variant)
+    png = draw_image(prompt, aspect_ratio=ratio, mime_type="image/png", scale=scale,
+                     variant=variant)
     if output_format == "png":
         return png
     out = io.BytesIO()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any
+
+from nbbatch.catalog import ModelInfo
 
 FAULTS = ("overloaded", "rate_limited", "internal", "timeout", "blocked", "no_image")
 OUTCOMES = ("success", *FAULTS, "quota", "auth", "invalid", "not_found")
@@ -39,6 +42,7 @@ class SimulatorOptions:
     batch_outcome: str = "succeeded"
     batch_create_503: int = 0  # the next N create calls answer 503 and make no job
     batch_lose_create: int = 0  # the next N create calls make the job but lose the answer
+    serve_retired: bool = False  # True: still serve models past their shutdown (tests)
 
     def __post_init__(self) -> None:
         # Lists arrive from JSON (/_sim/configure); keep tuples so options stay comparable.
@@ -109,3 +113,12 @@ def parse_faults(spec: str) -> dict[str, float]:
             raise ValueError(f"fault {key!r}: rate must be from 0 to 1, got {value}")
         rates[name] = rate
     return rates
+
+
+def retired(info: ModelInfo, options: SimulatorOptions,
+            today: datetime.date | None = None) -> bool:
+    """Whether the simulator answers `info`'s model as gone: past its shutdown date, as the
+    real API does once a model is shut down (404 as for an unknown model)."""
+    if options.serve_retired or info.shutdown is None:
+        return False
+    return info.shutdown <= (today or datetime.date.today())

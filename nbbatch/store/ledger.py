@@ -40,6 +40,7 @@ from nbbatch.store.records import (
     PlannedImage,
     RunRecord,
     SaveIntent,
+    Spend,
     SyncResult,
     attempt_row,
     image_row,
@@ -118,11 +119,15 @@ class LedgerView:
         )
         return [image_row(row) for row in rows]
 
-    def rows(self) -> Iterator[ImageRow]:
-        """Every image in the manifest, in manifest order, streamed in chunks."""
+    def rows(self, status: str | None = None, *,
+             attention_first: bool = False) -> Iterator[ImageRow]:
+        """Every image in the manifest (or those with `status`), in manifest order, streamed
+        in chunks; with `attention_first`, failed ones first, then pending, then done."""
+        where = "" if status is None else " AND images.status = ?"
+        first = "images.status = 'done', images.status = 'pending', " if attention_first else ""
         cur = self._conn.execute(
-            f"SELECT {IMAGE_COLUMNS} FROM {IMAGES} WHERE in_manifest = 1"
-            " ORDER BY images.position, idx"
+            f"SELECT {IMAGE_COLUMNS} FROM {IMAGES} WHERE in_manifest = 1{where}"
+            f" ORDER BY {first}images.position, idx", () if status is None else (status,)
         )
         try:
             while chunk := cur.fetchmany(1000):
@@ -135,6 +140,21 @@ class LedgerView:
         without building a full row per image."""
         rows = self._conn.execute("SELECT id, idx, fingerprint, status FROM images")
         return {(id_, idx): (fingerprint, status) for id_, idx, fingerprint, status in rows}
+
+    def done_files(self) -> Iterator[tuple[Key, str | None, int | None]]:
+        """(key, file, bytes) of every done image in the manifest."""
+        rows = self._conn.execute(
+            "SELECT id, idx, file, bytes FROM images WHERE in_manifest = 1 AND status = 'done'")
+        for id_, idx, file, size in rows:
+            yield (id_, idx), file, size
+
+    def needing_attention(self, limit: int) -> list[ImageRow]:
+        """The first `limit` failed images, then pending ones, in manifest order."""
+        rows = self._conn.execute(
+            f"SELECT {IMAGE_COLUMNS} FROM {IMAGES} WHERE in_manifest = 1"
+            " AND images.status <> 'done'"
+            " ORDER BY images.status = 'pending', images.position, idx LIMIT ?", (limit,))
+        return [image_row(row) for row in rows]
 
     def counts(self) -> Counts:
         row = self._conn.execute(
@@ -153,21 +173,34 @@ class LedgerView:
         return {p: Counts(*(int(n) for n in rest)) for p, *rest in rows}
 
     def cost_summary(self) -> CostSummary:
-        """Over images in the manifest: `spent` is the cost of the done images; `possibly
-        spent` sums every attempt flagged possibly_billed (timeouts after sending), whatever
-        happened to the image later."""
-        spent, done = self._conn.execute(
+        """What the done images of the manifest cost, what every run on this folder spent,
+        and what the pending images are expected to cost."""
+        on_disk, done = self._conn.execute(
             "SELECT total(cost_usd), count(*) FROM images WHERE in_manifest = 1"
             " AND status = 'done'"
-        ).fetchone()
-        possibly, billed = self._conn.execute(
-            "SELECT total(a.cost_usd), count(*) FROM attempts a JOIN images i USING (id, idx)"
-            " WHERE a.possibly_billed = 1 AND i.in_manifest = 1"
         ).fetchone()
         (remaining,) = self._conn.execute(
             "SELECT total(estimate_usd) FROM images WHERE in_manifest = 1 AND status = 'pending'"
         ).fetchone()
-        return CostSummary(spent, possibly, done, billed, remaining)
+        return CostSummary(on_disk, done, self.spend(), remaining)
+
+    def spend(self) -> Spend:
+        """Money every run on this folder spent (see `_spend`)."""
+        return self._spend("", ())
+
+    def _spend(self, where: str, params: tuple[Any, ...]) -> Spend:
+        """Successful attempts at their cost, and the attempts that may have been billed
+        (interrupted, or lost after sending), among those `where` selects."""
+        rows = self._conn.execute(
+            "SELECT CASE WHEN outcome = 'success' THEN 'billed' WHEN outcome = 'interrupted'"
+            " THEN 'interrupted' ELSE 'lost' END AS kind, count(*), total(cost_usd)"
+            " FROM attempts WHERE (outcome = 'success' OR possibly_billed = 1)" + where +
+            " GROUP BY kind", params,
+        ).fetchall()
+        found = {kind: (int(n), usd) for kind, n, usd in rows}
+        (_, billed), (interrupted, interrupted_usd), (lost, lost_usd) = (
+            found.get(kind, (0, 0.0)) for kind in ("billed", "interrupted", "lost"))
+        return Spend(billed, interrupted, interrupted_usd, lost, lost_usd)
 
     def attempts(self, key: Key) -> list[Attempt]:
         rows = self._conn.execute(
@@ -235,6 +268,10 @@ class Ledger(LedgerView):
         self._run_id = cur.lastrowid
         return cur.lastrowid
 
+    def run_spend(self) -> Spend:
+        """Money spent by the attempts this ledger object recorded (this run)."""
+        return self._spend(" AND run_id IS ?", (self._run_id,))
+
     def finish_run(self, run_id: int, exit_code: int) -> None:
         self._write(
             "UPDATE runs SET finished_at = ?, exit_code = ? WHERE run_id = ?",
@@ -247,6 +284,15 @@ class Ledger(LedgerView):
         with self._transaction():
             record_items(self._conn, items)
             return sync_images(self._conn, images)
+
+    def reopen(self, problems: Iterable[tuple[Key, str]]) -> int:
+        """Done images whose file is not as recorded go back to pending, saying why."""
+        with self._transaction():
+            return sum(self._conn.execute(
+                "UPDATE images SET status = 'pending', error_kind = 'missing',"
+                " error_message = ?, updated_at = ? WHERE id = ? AND idx = ?"
+                " AND status = 'done'", (f"{why}: made again", time.time(), *key)).rowcount
+                for key, why in problems)
 
     def retry_failed(self) -> int:
         """Failed images in the manifest go back to pending, error cleared. Call after sync."""
@@ -273,15 +319,20 @@ class Ledger(LedgerView):
             )
 
     def begin_save(self, key: Key, *, file: str, sha256: str, bytes: int, provider: str,
-                   model: str, cost_usd: float, usage: dict | None) -> None:
-        """Record the intent to save before the file is renamed into place (still pending)."""
+                   model: str, cost_usd: float, usage: dict | None,
+                   size: tuple[int, int] | None = None, shape_note: str | None = None) -> None:
+        """Record the intent to save before the file is renamed into place (still pending).
+        `size`: the image's (width, height); `shape_note`: how it differs from what was asked."""
+        width, height = size or (None, None)
         with self._transaction():
             row = self._conn.execute("SELECT 1 FROM images WHERE id = ? AND idx = ?", key)
             _require(row.fetchone() is not None, key)
             self._conn.execute(
-                "INSERT OR REPLACE INTO save_intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO save_intents (id, idx, file, sha256, bytes, provider,"
+                " model, cost_usd, usage, width, height, shape_note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*key, file, sha256, bytes, provider, model, cost_usd,
-                 json.dumps(usage) if usage is not None else None),
+                 json.dumps(usage) if usage is not None else None, width, height, shape_note),
             )
 
     def mark_done(self, key: Key) -> None:
@@ -289,7 +340,9 @@ class Ledger(LedgerView):
             cur = self._conn.execute(
                 "UPDATE images SET status = 'done', provider = s.provider, model = s.model,"
                 " file = s.file, sha256 = s.sha256, bytes = s.bytes, cost_usd = s.cost_usd,"
-                " usage = s.usage, error_kind = NULL, error_message = NULL, updated_at = ?"
+                " usage = s.usage, width = s.width, height = s.height,"
+                " shape_note = s.shape_note, error_kind = NULL, error_message = NULL,"
+                " updated_at = ?"
                 " FROM save_intents s WHERE s.id = images.id AND s.idx = images.idx"
                 " AND images.id = ? AND images.idx = ?",
                 (time.time(), *key),

@@ -78,6 +78,27 @@ class FolderLock:
         self.release()
 
 
+def current_holder(out: Path) -> str | None:
+    """Who holds `out` now ("pid 12 on host, since …"), or None when no run does. Reads
+    only, so it works on a folder the user cannot write; the shared lock it tries lasts
+    an instant, and a run starting meanwhile retries for longer than that."""
+    try:
+        fd = os.open(out / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe_holder(fd) or "holder unknown"
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _describe_holder(fd: int) -> str | None:
     """Who holds the lock, from what it wrote into the file; None until it has written."""
     try:

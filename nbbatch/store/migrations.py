@@ -145,6 +145,16 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE images ADD COLUMN batch_job INTEGER REFERENCES batch_jobs (job_id);
     CREATE INDEX images_batch_job ON images (batch_job) WHERE batch_job IS NOT NULL;
     """,
+    # 5: what was made: the pixels, and how the shape differs from what was asked (a
+    # backup that takes other sizes), so the log and status can say so.
+    """
+    ALTER TABLE images ADD COLUMN width INTEGER;
+    ALTER TABLE images ADD COLUMN height INTEGER;
+    ALTER TABLE images ADD COLUMN shape_note TEXT;
+    ALTER TABLE save_intents ADD COLUMN width INTEGER;
+    ALTER TABLE save_intents ADD COLUMN height INTEGER;
+    ALTER TABLE save_intents ADD COLUMN shape_note TEXT;
+    """,
 ]
 
 

@@ -38,6 +38,9 @@ class ImageRow:
     usage: dict | None
     prompt: str | None = None  # what it was asked for (None in ledgers older than schema 3)
     count: int | None = None  # images its item asks for (None likewise)
+    width: int | None = None  # pixels of the image made
+    height: int | None = None
+    shape_note: str | None = None  # how its shape differs from what was asked, if it does
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +73,43 @@ class Counts:
 
 
 @dataclass(frozen=True, slots=True)
+class Spend:
+    """Money that went out: every successful request, plus the requests that may have been
+    billed without giving an image (counted at the most they may have cost)."""
+
+    billed_usd: float = 0.0  # successful requests, whether or not their image is still kept
+    interrupted: int = 0  # requests cut off by a stop (Ctrl-C, SIGTERM) while in flight
+    interrupted_usd: float = 0.0
+    lost: int = 0  # answers lost after sending: timeouts, cut-off or unreadable answers
+    lost_usd: float = 0.0
+
+    @property
+    def possibly_usd(self) -> float:
+        return self.interrupted_usd + self.lost_usd
+
+    @property
+    def possibly_billed(self) -> int:
+        return self.interrupted + self.lost
+
+    @property
+    def usd(self) -> float:
+        """Spent, counting every possibly billed request as billed."""
+        return self.billed_usd + self.possibly_usd
+
+
+@dataclass(frozen=True, slots=True)
 class CostSummary:
-    spent_usd: float
-    possibly_spent_usd: float
+    """What the images now in the folder cost, apart from what was spent to get there
+    (images made again after a prompt changed were paid for twice)."""
+
+    on_disk_usd: float  # the done images of the manifest
     done_images: int
-    possibly_billed_attempts: int
+    spent: Spend  # every run on this folder
     remaining_usd: float = 0.0  # estimate for the pending images
+
+    @property
+    def possibly_spent_usd(self) -> float:
+        return self.spent.possibly_usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +138,7 @@ IMAGE_COLUMNS = (
     "images.id, images.idx, images.fingerprint, images.status, images.provider, images.model,"
     " images.attempts, images.file, images.sha256, images.bytes, images.cost_usd,"
     " images.error_kind, images.error_message, images.position, images.updated_at,"
-    " images.usage, items.prompt, items.count"
+    " images.usage, items.prompt, items.count, images.width, images.height, images.shape_note"
 )
 ATTEMPT_COLUMNS = (
     "started_at, provider, model, outcome, http_status, latency, error, possibly_billed, cost_usd"

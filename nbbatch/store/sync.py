@@ -43,6 +43,7 @@ def sync_images(conn: sqlite3.Connection, images: Iterable[PlannedImage]) -> Syn
         "UPDATE images SET fingerprint = p.fingerprint, position = p.position,"
         " in_manifest = 1, status = 'pending', provider = NULL, model = NULL,"
         " file = NULL, sha256 = NULL, bytes = NULL, cost_usd = NULL, usage = NULL,"
+        " width = NULL, height = NULL, shape_note = NULL,"
         " error_kind = NULL, error_message = NULL, updated_at = ?"
         " FROM plan p WHERE p.id = images.id AND p.idx = images.idx"
         " AND images.fingerprint <> p.fingerprint",
