@@ -78,6 +78,7 @@ def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Set
             raise UsageError(f"--interval: {exc}") from None
     if options.concurrency is not None and options.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    _check_budget(options)
     out = (cwd / options.out) if options.out else (manifest.output or default_out(manifest.path))
     manifest = apply_overrides(
         manifest,
@@ -96,6 +97,16 @@ def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Set
     if manifest.mode == "batch":
         check_batch_mode(manifest, str(manifest_path))
     return Settings(manifest=manifest, out=out.absolute(), options=options)
+
+
+def _check_budget(options: RunOptions) -> None:
+    """Budgets are caps: a negative or zero one would stop every run before it starts."""
+    cost, images = options.max_cost, options.max_images
+    if cost is not None and not (math.isfinite(cost) and cost > 0):
+        raise UsageError(f"--max-cost must be an amount in USD above 0, like 5 or 0.50; "
+                         f"got {cost:g}")
+    if images is not None and images < 1:
+        raise UsageError(f"--max-images must be at least 1; got {images}")
 
 
 def manifest_record(manifest: Manifest) -> dict[str, Any]:

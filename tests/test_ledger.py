@@ -512,7 +512,7 @@ def test_a_schema_2_ledger_is_migrated_and_keeps_everything(db: Path) -> None:
             ("a", "done", None), ("b", "pending", None)]  # asked before requests were kept
         assert len(ledger.attempts(("a", 1))) == 1
         assert ledger.items() == []
-        assert ledger.cost_summary().spent_usd == pytest.approx(0.1)
+        assert ledger.cost_summary().on_disk_usd == pytest.approx(0.1)
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     conn.close()

@@ -289,4 +289,5 @@ def test_a_reported_charge_is_the_image_cost(tmp_path, clock, provider, model, c
     assert summary.exit_code == ExitCode.OK
     [row] = ledger.rows()
     assert row.cost_usd == pytest.approx(cost)
-    assert ledger.cost_summary().spent_usd == pytest.approx(cost)
+    assert ledger.cost_summary().on_disk_usd == pytest.approx(cost)
+    assert ledger.cost_summary().spent.usd == pytest.approx(cost)  # the one request, paid
