@@ -67,6 +67,7 @@ def default_out(manifest_path: Path) -> Path:
 
 def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Settings:
     """Load and validate the manifest, then lay the flags over it. Sends nothing."""
+    _check_budget(options)  # flags first: a wrong number is said before a manifest is read
     path = Path(manifest_path)
     # As the user typed it when it is relative to where they are: shorter error messages.
     manifest = load_manifest(path if path.is_absolute() or cwd == Path.cwd() else cwd / path)
@@ -78,7 +79,6 @@ def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Set
             raise UsageError(f"--interval: {exc}") from None
     if options.concurrency is not None and options.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    _check_budget(options)
     out = (cwd / options.out) if options.out else (manifest.output or default_out(manifest.path))
     manifest = apply_overrides(
         manifest,

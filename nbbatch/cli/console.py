@@ -16,7 +16,7 @@ from typing import TextIO
 
 from rich.console import Console
 
-MIN_WIDTH, MAX_WIDTH = 20, 1000  # columns: narrower makes every line empty, wider is absurd
+MIN_WIDTH, MAX_WIDTH = 40, 1000  # columns: narrower leaves no room for words, wider is absurd
 WIDTH_VARIABLES = ("COLUMNS", "TERMINAL_WIDTH")  # read by Rich and by Typer's help
 _BUFFER = 64 * 1024
 

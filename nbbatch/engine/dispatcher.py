@@ -141,7 +141,7 @@ class Dispatcher:
         """Check keys and models before the first generation request (see preflight.py)."""
         lanes = self.steering.lanes
         items = {row.id: self.items[row.id] for row in pending if row.id in self.items}
-        routes = {i: self.steering.usable(candidates(item, self.manifest.failover))
+        routes = {i: self.steering.usable(candidates(item, self.manifest.failover, self.shapes))
                   for i, item in items.items()}
         needs = needs_of(items.values(), routes, {n: lane.model for n, lane in lanes.items()})
         checks = await run_checks({n: lane.provider for n, lane in lanes.items()}, needs)
@@ -160,7 +160,7 @@ class Dispatcher:
             elif isinstance(check.error, QuotaExhaustedError) or check.provider not in named:
                 assert check.error is not None
                 self.steering.drop(lane, check.error)  # a backup that could never serve
-        if self.steering.all_dropped():
+        if lanes and self.steering.all_dropped():  # no lanes: nothing to do, nothing to stop
             self.halt(Stop(StopKind.QUOTA, "no provider can serve: run again when the quota "
                                            "resets"))
 

@@ -102,7 +102,8 @@ class PlanChecks:
 
 def check_providers(manifest: Manifest, env: Mapping[str, str]) -> PlanChecks:
     """The run's pre-flight, for `plan`: free metadata requests, no generation request."""
-    routes = {item.id: candidates(item, manifest.failover) for item in manifest.items}
+    shapes = Shapes(manifest)
+    routes = {item.id: candidates(item, manifest.failover, shapes) for item in manifest.items}
     names = {name for route in routes.values() for name in route}
     providers, skipped = {}, []
     for name in sorted(names):
