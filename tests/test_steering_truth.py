@@ -116,8 +116,10 @@ def test_a_backup_that_changes_the_shape_says_so_and_records_it(tmp_path, clock)
     notes = {r.shape_note for r in ledger.rows()}
     assert notes == {"asked 16:9 at 2K; openai (gpt-image-1) makes 1536x1024 (3:2)"}
     done = [e for e in events if e.kind == EventKind.DONE]
-    assert all(e.level == Level.WARNING and "shape changed: asked 16:9" in e.message
-               for e in done)
+    assert all("shape changed: asked 16:9" in e.message for e in done) and len(done) == 3
+    warned = [e.message for e in events if e.level == Level.WARNING and "shape" in e.message]
+    assert warned == ["openai: shape changed: asked 16:9 at 2K; openai (gpt-image-1) makes "
+                      "1536x1024 (3:2) (failover.same_shape: true keeps such items for gemini)"]
     assert {(r.width, r.height) for r in ledger.rows()} == {(8, 8)}  # what really came
 
 
