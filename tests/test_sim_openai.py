@@ -480,3 +480,17 @@ def test_provider_through_the_in_process_transport():
 
     result = asyncio.run(main())
     assert isinstance(result, GeneratedImage) and result.mime_type == "image/png"
+
+
+def test_models_past_their_shutdown_are_gone_as_the_real_apis_say():
+    from nbbatch.sim import SimulatorOptions, SimulatorServer
+
+    with SimulatorServer(SimulatorOptions()) as server, httpx.Client(
+            base_url=server.url, verify=TLS, headers={"Authorization": f"Bearer {KEY}"}) as c:
+        gone = c.post("/v1/images/generations", json={"model": "dall-e-3", "prompt": "a fox"})
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
+        gemini = c.post("/v1beta/models/gemini-2.5-flash-image:generateContent",
+                        json=GEMINI_BODY, headers={"x-goog-api-key": KEY})
+        assert gemini.status_code == 404
+        live = c.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "a fox"})
+        assert live.status_code == 200
