@@ -34,8 +34,8 @@ def file_problem(out: Path, relative: str | None, size: int | None) -> str | Non
     or None. One stat: cheap enough for every image of a 100,000-image folder."""
     if not relative:
         return "no file is recorded"
-    try:
-        found = os.stat(out / relative).st_size
+    try:  # os.path, not pathlib: this runs once per image, 100,000 times in a big folder
+        found = os.stat(os.path.join(os.fspath(out), relative)).st_size
     except FileNotFoundError:
         return f"{relative} is missing"
     except OSError as exc:
