@@ -19,7 +19,6 @@ from nbbatch.providers.wire import redactor
 from nbbatch.settings import RunOptions, resolve
 from nbbatch.store import migrations
 from nbbatch.store.ledger import Ledger
-from nbbatch.store.records import PlannedImage
 
 
 def write(tmp_path, **doc):
@@ -74,8 +73,9 @@ def test_a_ledger_from_before_batch_mode_is_migrated_and_keeps_its_images(tmp_pa
                                                                            monkeypatch):
     db = tmp_path / "ledger.db"
     monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
-    with Ledger.open(db) as ledger:
-        ledger.sync([PlannedImage("a", 1, "f", 0)])
+    with Ledger.open(db) as ledger:  # a schema 3 file, written as schema 3 code wrote it
+        ledger._conn.execute("INSERT INTO images (id, idx, fingerprint, position)"
+                             " VALUES ('a', 1, 'f', 0)")
     monkeypatch.undo()
     with Ledger.open(db) as ledger:
         assert [row.id for row in ledger.batch.submittable()] == ["a"]

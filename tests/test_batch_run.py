@@ -125,7 +125,8 @@ def test_waits_polling_with_backoff_and_classifies_each_answer(folder, clock):
                       "p4": ("pending", "quota")}
     assert summary.exit_code == ExitCode.TEMPFAIL and summary.jobs_open == 0
     assert 10 in clock.sleeps and len([s for s in clock.sleeps if s < 10]) >= 2  # backoff
-    assert ledger.cost_summary().spent_usd == pytest.approx(0.134 / 2)  # the batch price
+    assert ledger.cost_summary().on_disk_usd == pytest.approx(0.134 / 2)  # the batch price
+    assert ledger.cost_summary().spent.usd == pytest.approx(0.134 / 2)
     assert (store.images / "p0.jpg").read_bytes() == JPEG
 
 
