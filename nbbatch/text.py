@@ -48,6 +48,8 @@ def printable(text: str) -> str:
     """`text` from outside (a server, a manifest, a path) made safe to show on one line:
     every character that a terminal would act on is written as its escape, `\\x1b` or
     `\\u202e`, so it is visible and does nothing."""
+    if text.isprintable():  # the usual case, checked in C: nothing in it is active
+        return text
     return _ACTIVE.sub(_escape, text)
 
 

@@ -556,3 +556,11 @@ def test_recording_unchanged_items_writes_nothing_and_a_change_is_written(db: Pa
     assert conn.execute("SELECT prompt FROM items WHERE id = 'a'").fetchone() == (
         "A green sneaker",)
     conn.close()
+
+
+def test_the_image_columns_come_in_the_order_of_the_row_fields() -> None:
+    import dataclasses
+
+    from nbbatch.store.records import _IMAGE_FIELDS, ImageRow
+
+    assert [f.name for f in dataclasses.fields(ImageRow)] == _IMAGE_FIELDS

@@ -19,7 +19,7 @@ from nbbatch.model import Item, Manifest
 from nbbatch.providers import create_provider, registry
 from nbbatch.settings import Settings
 from nbbatch.store import LEDGER_FILE
-from nbbatch.store.files import file_problem
+from nbbatch.store.files import RecordedFiles
 from nbbatch.store.ledger import LedgerView
 
 
@@ -54,8 +54,9 @@ def plan_batch(settings: Settings) -> Plan:
     if ledger_path.exists():
         with LedgerView.open(ledger_path) as ledger:
             known = ledger.states()
+            files = RecordedFiles(settings.out)
             missing = {key for key, file, size in ledger.done_files()
-                       if file_problem(settings.out, file, size)}
+                       if files.problem(file, size)}
     keep_failed = not settings.options.retry_failed
     pricing = Pricing(manifest.providers)
     done = failed = 0

@@ -32,7 +32,7 @@ from nbbatch.providers import create_batch_client, create_provider
 from nbbatch.providers.base import BatchClient, Provider
 from nbbatch.settings import Settings, manifest_record
 from nbbatch.store import LEDGER_FILE
-from nbbatch.store.files import ImageStore, file_problem
+from nbbatch.store.files import ImageStore, RecordedFiles
 from nbbatch.store.ledger import Ledger
 from nbbatch.store.lock import FolderLock
 from nbbatch.store.records import PlannedImage
@@ -86,8 +86,9 @@ def _recover(ledger: Ledger, store: ImageStore) -> None:
 def reopen_missing(ledger: Ledger, manifest: Manifest, out: Path) -> list[str]:
     """A done image whose file was deleted (or changed size) is made again: one stat each.
     Returns what to tell the user, one line per image."""
+    files = RecordedFiles(out)
     problems = [(key, why) for key, file, size in ledger.done_files()
-                if (why := file_problem(out, file, size))]
+                if (why := files.problem(file, size))]
     ledger.reopen(problems)
     items = {item.id: item for item in manifest.items} if problems else {}
     return [f"{items[id_].label(idx) if id_ in items else id_}: {why}; it will be made again"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nbbatch.store.batch_jobs import JobRecord
-from nbbatch.store.files import file_problem
+from nbbatch.store.files import RecordedFiles
 from nbbatch.store.ledger import LedgerView
 from nbbatch.store.lock import current_holder
 from nbbatch.store.records import Counts, ImageRow
@@ -35,9 +35,9 @@ class ShownImage:
     detail: str  # the file, or what went wrong
 
 
-def shown(row: ImageRow, out: Path) -> ShownImage:
+def shown(row: ImageRow, files: RecordedFiles) -> ShownImage:
     if row.status == "done":
-        problem = file_problem(out, row.file, row.bytes)
+        problem = files.problem(row.file, row.bytes)
         if problem:
             return ShownImage(row, "missing", f"{problem}; the next run makes it again")
         note = f" (shape changed: {row.shape_note})" if row.shape_note else ""
@@ -50,7 +50,8 @@ def images(ledger: LedgerView, out: Path, view: View = View.ALL) -> Iterator[Sho
     """The images of a view in manifest order; the whole view shows failed and pending
     ones first (they are what needs attention), then the done ones."""
     rows = ledger.rows(attention_first=True) if view == View.ALL else ledger.rows(view.value)
-    return (shown(row, out) for row in rows)
+    files = RecordedFiles(out)
+    return (shown(row, files) for row in rows)
 
 
 def run_state(ledger: LedgerView, out: Path, now: float | None = None) -> str:
@@ -100,13 +101,14 @@ def write_status_json(ledger: LedgerView, stream: TextIO, *, out: str,
     stream.write('  "items": [')
     separator = "\n    "
     waiting = dict(ledger.batch.memberships())  # only images in open jobs: usually few
+    files = RecordedFiles(folder) if folder is not None else None
     for row in ledger.rows():
         item = item_json(row)
         member = waiting.get((row.id, row.index))
         item["batch"] = None if member is None else {
             "job": member.job, "state": member.state, "submitted_at": iso(member.submitted_at)}
-        if folder is not None and row.status == "done":
-            item["missing"] = file_problem(folder, row.file, row.bytes) is not None
+        if files is not None and row.status == "done":
+            item["missing"] = files.problem(row.file, row.bytes) is not None
         stream.write(separator + json.dumps(item))
         separator = ",\n    "
     stream.write("\n  ]\n}\n")

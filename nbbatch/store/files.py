@@ -29,20 +29,26 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_problem(out: Path, relative: str | None, size: int | None) -> str | None:
-    """Why the file a done image recorded is not there as recorded (gone, or another size),
-    or None. One stat: cheap enough for every image of a 100,000-image folder."""
-    if not relative:
-        return "no file is recorded"
-    try:  # os.path, not pathlib: this runs once per image, 100,000 times in a big folder
-        found = os.stat(os.path.join(os.fspath(out), relative)).st_size
-    except FileNotFoundError:
-        return f"{relative} is missing"
-    except OSError as exc:
-        return f"{relative} cannot be read ({exc.strerror})"
-    if size is not None and found != size:
-        return f"{relative} has {found} bytes, the ledger recorded {size}"
-    return None
+class RecordedFiles:
+    """Whether the file a done image recorded is still there as recorded. One stat per image,
+    on a prefix joined once: this runs for every image of a 100,000-image folder."""
+
+    def __init__(self, out: Path) -> None:
+        self._prefix = os.path.join(os.fspath(out), "")
+
+    def problem(self, relative: str | None, size: int | None) -> str | None:
+        """Why the file is not there as recorded (gone, or another size), or None."""
+        if not relative:
+            return "no file is recorded"
+        try:
+            found = os.stat(self._prefix + relative).st_size
+        except FileNotFoundError:
+            return f"{relative} is missing"
+        except OSError as exc:
+            return f"{relative} cannot be read ({exc.strerror})"
+        if size is not None and found != size:
+            return f"{relative} has {found} bytes, the ledger recorded {size}"
+        return None
 
 
 class ImageStore:

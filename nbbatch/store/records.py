@@ -148,11 +148,18 @@ _IMAGE_FIELDS = [name.strip().split(".")[-1].replace("idx", "index")
                  for name in IMAGE_COLUMNS.split(",")]
 _ATTEMPT_FIELDS = [name.strip() for name in ATTEMPT_COLUMNS.split(",")]
 
+_USAGE = _IMAGE_FIELDS.index("usage")
+
+
 def image_row(row: tuple[Any, ...]) -> ImageRow:
-    """An ImageRow from the IMAGE_COLUMNS of one row (usage is JSON)."""
-    fields = dict(zip(_IMAGE_FIELDS, row, strict=True))
-    usage = fields.pop("usage")
-    return ImageRow(**fields, usage=json.loads(usage) if usage is not None else None)
+    """An ImageRow from the IMAGE_COLUMNS of one row (usage is JSON). The columns come in
+    the order of ImageRow's fields (a test checks it): positional, for 100,000 rows."""
+    usage = row[_USAGE]
+    if usage is None:
+        return ImageRow(*row)
+    values = list(row)
+    values[_USAGE] = json.loads(usage)
+    return ImageRow(*values)
 
 
 def attempt_row(row: tuple[Any, ...]) -> Attempt:
