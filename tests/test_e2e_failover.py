@@ -3,12 +3,22 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 
 import pytest
 
 from nbbatch.sim import SimulatorOptions, SimulatorServer
-from tests.e2e_helpers import env, requests_log, run_cli, status_json, write_manifest
+from tests.e2e_helpers import (
+    configure,
+    env,
+    nbbatch_cmd,
+    requests_log,
+    run_cli,
+    status_json,
+    wait_until,
+    write_manifest,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -55,20 +65,34 @@ def test_gemini_down_from_the_start_every_image_is_made_by_openai(tmp_path):
 
 
 def test_gemini_down_for_a_window_moves_to_openai_and_back(tmp_path):
-    options = SimulatorOptions(outage=(0, 2.0), outage_target="gemini", latency=(0.05, 0.05))
+    """Down until it has tripped, then for 1.5 s more: timed from the trip itself, so a slow
+    start-up under load cannot use the window up before the run gets there."""
+    options = SimulatorOptions(outage=(0, 1e9), outage_target="gemini", latency=(0.05, 0.05))
     with SimulatorServer(options) as sim:
         manifest = failover_manifest(tmp_path, sim.url, 60, probe_every=0.5, interval="0.05")
-        result = run_both(tmp_path, "run", manifest)
+        run = subprocess.Popen(nbbatch_cmd("run", manifest), cwd=tmp_path,
+                               env={**env(tmp_path), **KEYS}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+
+        def overloads():
+            return [r["t"] for r in requests_log(sim.url)
+                    if r["provider"] == "gemini" and r["outcome"] == "overloaded"]
+
+        assert wait_until(lambda: len(overloads()) >= 3, timeout=60)
+        tripped = overloads()[2]
+        window_end = tripped + 1.5
+        configure(sim.url, outage=[0, window_end])
+        stdout, stderr = run.communicate(timeout=120)
         log = requests_log(sim.url)
-    assert result.returncode == 0, result.stderr
+    assert run.returncode == 0, stderr
     made_by = [i["provider"] for i in status_json(tmp_path, tmp_path / "out")["items"]]
     assert "openai" in made_by and made_by[-1] == "gemini"
-    gemini_after_window = [r for r in log if r["provider"] == "gemini" and r["t"] >= 2.0]
+    gemini_after_window = [r for r in log if r["provider"] == "gemini" and r["t"] >= window_end]
     assert gemini_after_window and all(r["outcome"] == "success" for r in gemini_after_window)
     # while down, Gemini saw the trip requests plus about one probe per probe_every
-    gemini_in_window = [r for r in log if r["provider"] == "gemini" and r["t"] < 2.0]
-    assert len(gemini_in_window) <= 3 + 2.0 / 0.5 + 1
-    assert "recovered" in result.stdout
+    gemini_in_window = [r for r in log if r["provider"] == "gemini" and r["t"] < window_end]
+    assert len(gemini_in_window) <= 3 + 2 + (window_end - tripped) / 0.5 + 1
+    assert "recovered" in stdout
 
 
 def test_gemini_daily_quota_fails_over_instead_of_stopping(tmp_path):
