@@ -62,15 +62,19 @@ def test_a_run_makes_every_image_and_status_reports_it(tmp_path, sim):
 
 def test_retries_wait_at_least_the_server_delay_for_the_whole_provider(tmp_path, sim):
     configure(sim.url, rate_limited=0.5, retry_delay=0.4)
+    # One request in flight at a time: each answer is known before the next request goes,
+    # so the server's clock can tell whether the pause held (with more in flight, a request
+    # sent before the 429 arrived is fair, and indistinguishable here).
     manifest = write_manifest(tmp_path / "m.yaml", [f"prompt {i}" for i in range(5)],
-                              base_url=sim.url, max_attempts=20)
+                              base_url=sim.url, max_attempts=20, concurrency=1)
     result = run_cli(tmp_path, "run", manifest)
     assert result.returncode == 0, result.stderr
     log = requests_log(sim.url)
     limited = [r["t"] for r in log if r["outcome"] == "rate_limited"]
     assert limited, "the seed should produce some 429s"
+    assert len({r["prompt"] for r in log}) == 5
     for t in limited:
-        # No request on the provider may start within the delay the server asked for.
+        # No request on the provider, for any image, may start within the delay asked for.
         assert not [r for r in log if t < r["t"] < t + 0.4 - 0.02]
 
 

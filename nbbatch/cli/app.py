@@ -175,9 +175,8 @@ def plan(
     of keys and models. Sends no generation request."""
     from rich.text import Text
 
-    from nbbatch.cli.console import make_console
+    from nbbatch.cli.console import display_path, make_console
     from nbbatch.cli.exits import say_error
-    from nbbatch.cli.session import display_path
     from nbbatch.cli.tables import checks_lines, plan_table
     from nbbatch.engine.plan import check_providers, plan_batch
     from nbbatch.settings import RunOptions, resolve

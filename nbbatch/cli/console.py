@@ -12,6 +12,7 @@ import errno
 import os
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
@@ -132,3 +133,11 @@ def make_console(*, stderr: bool = False) -> Console:
     file = sys.stderr if stderr else sys.stdout
     return Console(file=file, markup=False, emoji=False, highlight=False,
                    soft_wrap=stderr or not file.isatty())
+
+
+def display_path(path: Path) -> str:
+    """`path` as short as it can be said from here."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from nbbatch.cli.console import make_console
+from nbbatch.cli.console import display_path, make_console
 from nbbatch.cli.exits import say_error
 from nbbatch.cli.live import LiveDisplay
 from nbbatch.cli.logs import LogLines
@@ -21,14 +21,6 @@ NO_KEY_HINT = {
     "resume": "Set it and run nbbatch resume again; to try nbbatch offline without a key: "
               "nbbatch run MANIFEST --provider simulator",
 }
-
-
-def display_path(path: Path) -> str:
-    """`path` as short as it can be said from here."""
-    try:
-        return str(path.absolute().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def start(settings: Settings, *, command: str, quiet: bool, verbose: bool) -> int:

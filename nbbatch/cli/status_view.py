@@ -8,8 +8,7 @@ from pathlib import Path
 
 from rich.text import Text
 
-from nbbatch.cli.console import make_console
-from nbbatch.cli.session import display_path
+from nbbatch.cli.console import display_path, make_console
 from nbbatch.cli.summary import counts_text, money_lines
 from nbbatch.cli.tables import batch_job_lines, batch_jobs_table, status_lines, status_table
 from nbbatch.engine.status import View, images, run_state, write_status_json

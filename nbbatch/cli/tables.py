@@ -7,14 +7,17 @@ path is shown as it is, never read as markup or acted on by the terminal.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
 
-from nbbatch.engine.plan import Plan, PlanChecks
-from nbbatch.engine.status import ShownImage
-from nbbatch.store.batch_jobs import JobRecord
 from nbbatch.text import printable
+
+if TYPE_CHECKING:  # type names only: `status` must not load what a plan needs
+    from nbbatch.engine.plan import Plan, PlanChecks
+    from nbbatch.engine.status import ShownImage
+    from nbbatch.store.batch_jobs import JobRecord
 
 STATE_STYLE = {"done": "green", "failed": "red", "pending": "yellow", "missing": "magenta"}
 COLUMNS = ("id", "#", "status", "provider", "model", "tries", "file / error")
