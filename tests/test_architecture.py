@@ -52,3 +52,9 @@ def test_every_registered_provider_module_exists():
     for spec in registry.PROVIDERS.values():
         module = registry.implementation(spec.name)
         assert callable(module.create) and callable(module.check_options), spec.name
+
+
+def test_every_folder_of_the_package_is_a_regular_package():
+    """setuptools' find leaves folders without __init__.py out of the wheel."""
+    folders = {p.parent for p in PACKAGE.rglob("*.py")}
+    assert [str(f) for f in folders if not (f / "__init__.py").exists()] == []
