@@ -5,9 +5,11 @@ for the client's timeout to fire). The real `python -m nbbatch run MANIFEST` run
 and is killed with SIGKILL - mostly from outside after a seeded random delay (a quarter of them
 during start-up, lock and sync, the rest spread over the run), sometimes from inside at an exact
 point of a save (half-way through writing the temporary file, just before or just after its
-rename). Then it runs again, until the batch completes; then a fresh output folder and manifest
-(new prompts) take over, until the wanted number of kills is reached, and the last batch is
-finished without kills.
+rename). Some runs are instead stopped (SIGSTOP, as Ctrl-Z does) for longer than the request
+timeout while answers arrive, and continued (SIGCONT) to their end; some get SIGHUP (the
+terminal closed). Then it runs again, until the batch completes; then a fresh output folder and
+manifest (new prompts) take over, until the wanted number of kills is reached, and the last
+batch is finished without kills.
 
 After every run (and at the end) these must hold, or the script prints the violation and exits 1:
 
@@ -19,8 +21,12 @@ After every run (and at the end) these must hold, or the script prints the viola
 - no image that was done (or whose save was under way with its bytes on disk) is requested
   again: the simulator's request log (`GET /_sim/requests`; prompts are unique per image) is
   compared with the ledger after every kill;
-- successful responses <= images + kills x concurrency: only requests in flight at a kill may
-  be paid for twice ("wasted"); every other request is a fault the simulator injected;
+- successful responses <= images + interruptions x concurrency: only requests in flight at a
+  kill or a SIGHUP may be paid for twice ("wasted"); every other request is a fault the
+  simulator injected;
+- a run that was not interrupted (stopped and continued, or left alone) wastes nothing: every
+  successful answer it received is an image done;
+- a SIGHUP ends the run with exit 129 and its record in the ledger closed;
 - at the end every image of every batch is done and on disk exactly once.
 
 With `--mode batch` the images go as batch jobs (the simulator's Gemini Batch API, results
@@ -161,6 +167,9 @@ class ChaosConfig:
     span: float = 4.0  # other timer kills fall in [startup, startup + span)
     early_share: float = 0.25
     crash_share: float = 0.15  # kills from inside, at a crash point of a save
+    stop_share: float = 0.1  # runs stopped past the timeout (SIGSTOP), continued to the end
+    hup_share: float = 0.05  # runs ended by SIGHUP
+    stop_for: tuple[float, float] = (1.3, 2.5)  # how long a stop lasts, in request timeouts
     run_timeout: float = 120.0  # a run that takes longer is a violation (hung)
     mode: str = "online"  # or "batch": the images go as batch jobs (the simulator's API)
     batch_size: int = 10  # batch.max_requests: images per job
@@ -184,6 +193,8 @@ class Snapshot:
 @dataclass
 class Figures:
     kills: int = 0
+    stops: int = 0  # runs stopped past the timeout and continued
+    hups: int = 0  # runs ended by SIGHUP
     runs: int = 0
     finished_runs: Counter = field(default_factory=Counter)  # exit code -> runs not killed
     kill_kinds: Counter = field(default_factory=Counter)  # early / mid-run / crash point
@@ -199,6 +210,11 @@ class Figures:
     concurrency: int = 0
 
     @property
+    def interruptions(self) -> int:
+        """Runs that ended with requests in flight: SIGKILL or SIGHUP."""
+        return self.kills + self.hups
+
+    @property
     def wasted(self) -> int:
         """Successful responses beyond one per image: paid for, then lost to a kill."""
         return self.successes - self.images
@@ -210,14 +226,18 @@ class Figures:
         return [
             f"kills survived      {self.kills} ({_counts(self.kill_kinds)})",
             f"  killed while      {_counts(self.kill_phases)}",
+            f"stopped, continued  {self.stops} (SIGSTOP past the request timeout): every answer "
+            "used",
+            f"SIGHUP              {self.hups} (exit 129, run closed in the ledger)",
             f"runs                {self.runs} ({self.kills} killed; finished: {finished or '-'})",
             f"batches / images    {self.batches} / {self.images}, every one done exactly once",
             f"requests            {self.requests} ({per_image:.2f} per image): "
             f"{self.successes} successful, {faulted} faults ({_counts(self.outcomes)})",
             f"wasted              {self.wasted} successful responses discarded "
-            f"(bound: kills x concurrency = {self.kills * self.concurrency})",
+            f"(bound: interruptions x concurrency = {self.interruptions * self.concurrency})",
             f"request budget      {self.requests} <= {self.images} images + "
-            f"{self.kills * self.concurrency} (kills x concurrency) + {faulted} faults",
+            f"{self.interruptions * self.concurrency} (interruptions x concurrency) + "
+            f"{faulted} faults",
             f"recovered           {self.saves_finished_by_recovery} interrupted saves finished, "
             f"{self.temp_files_cleaned} temporary files cleaned by the next run",
             f"seconds             {self.seconds:.1f}",
@@ -362,6 +382,7 @@ def check_no_repeat(log: list[dict], start: int, secured: dict[str, str]) -> Non
 
 
 def check_budget(log: list[dict], secured_images: int, kills: int, concurrency: int) -> None:
+    """`kills`: runs ended with requests in flight (SIGKILL, SIGHUP)."""
     successes = sum(1 for entry in log if entry["outcome"] == "success")
     if successes > secured_images + kills * concurrency:
         raise Violation(f"{successes} successful responses for {secured_images} images kept "
@@ -412,6 +433,29 @@ def check_job_links(out: Path) -> None:
         raise Violation(f"{len(stray)} images are still linked to closed batch jobs")
 
 
+def check_nothing_wasted(log: list[dict], start: int, newly_secured: set[str]) -> None:
+    """A run that was not interrupted keeps every successful answer it got (log[start:]):
+    `newly_secured` holds the prompts of the images it made."""
+    answered = [entry for entry in log[start:] if entry["outcome"] == "success"]
+    if len(answered) != len(newly_secured):
+        lost = sorted({e["prompt"] for e in answered} - newly_secured) or [
+            e["prompt"] for e in answered]
+        raise Violation(f"a run that was not interrupted received {len(answered)} successful "
+                        f"answers but kept {len(newly_secured)} images: answers were thrown "
+                        f"away ({', '.join(lost[:5])})")
+
+
+def check_closed(out: Path, code: int) -> None:
+    """The last run's record is closed, and says 129 if the run exited 129 (a SIGHUP that
+    arrived after the run was closed, as the process was leaving, ends it by default)."""
+    with sqlite3.connect(f"file:{out / 'ledger.db'}?mode=ro", uri=True) as conn:
+        row = conn.execute("SELECT exit_code, finished_at FROM runs ORDER BY run_id DESC"
+                           " LIMIT 1").fetchone()
+    conn.close()
+    if row is None or row[1] is None or (code == 129 and row[0] != 129):
+        raise Violation(f"the run that exited {code} after SIGHUP is recorded as {row}")
+
+
 # --------------------------------------------------------------------------- the driver
 
 
@@ -423,6 +467,7 @@ class _Batch:
     out: Path
     prompts: dict[Key, str]  # (id, index) -> prompt
     snapshot: Snapshot
+    signalled: bool = False  # the last run got its SIGSTOP or SIGHUP before it ended
 
 
 def _new_batch(work: Path, number: int, cfg: ChaosConfig, url: str) -> _Batch:
@@ -445,22 +490,31 @@ def _new_batch(work: Path, number: int, cfg: ChaosConfig, url: str) -> _Batch:
     return _Batch(number, folder, manifest, out, prompts, inspect_output(out))
 
 
-def _draw(rng: random.Random, cfg: ChaosConfig, crashes: int = 0) -> tuple[str, float | str]:
-    """How the next run ends: ("early"|"mid-run", seconds until SIGKILL) or ("crash", point).
-    `crashes`: crash kills so far (cfg.crash_points are taken in turn)."""
+def _draw(rng: random.Random, cfg: ChaosConfig,
+          crashes: int = 0) -> tuple[str, float | str | tuple[float, float]]:
+    """How the next run ends: ("early"|"mid-run"|"hup", seconds until SIGKILL or SIGHUP),
+    ("stop", (seconds until SIGSTOP, seconds stopped)) or ("crash", point). `crashes`: crash
+    kills so far (cfg.crash_points are taken in turn)."""
     r = rng.random()
+    mid_run = rng.uniform(cfg.startup, cfg.startup + cfg.span)
     if r < cfg.crash_share:
         points = BATCH_CRASH_POINTS if cfg.mode == "batch" else CRASH_POINTS
         point = (cfg.crash_points[crashes % len(cfg.crash_points)] if cfg.crash_points
                  else rng.choice(points))
         return "crash", f"{point}:{rng.randint(1, 3)}"
-    if r < cfg.crash_share + cfg.early_share:
+    r -= cfg.crash_share
+    if r < cfg.stop_share:
+        return "stop", (mid_run, rng.uniform(*cfg.stop_for) * cfg.timeout)
+    r -= cfg.stop_share
+    if r < cfg.hup_share:
+        return "hup", mid_run
+    if r - cfg.hup_share < cfg.early_share:
         return "early", rng.uniform(0, cfg.startup)
-    return "mid-run", rng.uniform(cfg.startup, cfg.startup + cfg.span)
+    return "mid-run", mid_run
 
 
 def _run(batch: _Batch, work: Path, cfg: ChaosConfig, how: str | None,
-         arg: float | str | None) -> int:
+         arg: float | str | tuple[float, float] | None) -> int:
     """One run of the real CLI; returns its exit code (-9 when SIGKILLed)."""
     args = ["run", batch.manifest, "--quiet"]
     cmd = nbbatch_cmd(*args)
@@ -471,6 +525,8 @@ def _run(batch: _Batch, work: Path, cfg: ChaosConfig, how: str | None,
         log.flush()
         proc = subprocess.Popen(cmd, cwd=batch.folder, env=env(work), stdout=log,
                                 stderr=subprocess.STDOUT)
+    if how in ("stop", "hup"):
+        return _signal_mid_run(proc, how, arg, cfg, batch)
     wait = arg if how in ("early", "mid-run") else cfg.run_timeout
     try:
         return proc.wait(timeout=wait)
@@ -481,6 +537,42 @@ def _run(batch: _Batch, work: Path, cfg: ChaosConfig, how: str | None,
             raise Violation(f"a run did not finish within {cfg.run_timeout:g} s "
                             f"(log: {batch.folder / 'cli.log'})") from None
         return code
+
+
+def _settled_log(url: str, quiet: float = 0.1, limit: float = 2.0) -> list[dict]:
+    """The simulator's request log once it has stopped growing for `quiet` seconds."""
+    log, deadline = requests_log(url), time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        again = requests_log(url)
+        if len(again) == len(log):
+            break
+        log = again
+    return log
+
+
+def _signal_mid_run(proc: subprocess.Popen, how: str, arg: object, cfg: ChaosConfig,
+                    batch: _Batch) -> int:
+    """SIGSTOP, wait, SIGCONT (a "stop"), or SIGHUP, at a moment mid-run; then the run's end."""
+    at, stopped_for = arg if isinstance(arg, tuple) else (arg, 0.0)
+    batch.signalled = False
+    try:
+        return proc.wait(timeout=float(at))  # it finished first
+    except subprocess.TimeoutExpired:
+        batch.signalled = True
+    if how == "stop":
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(stopped_for)  # the server answers meanwhile
+        proc.send_signal(signal.SIGCONT)
+    else:
+        proc.send_signal(signal.SIGHUP)
+    try:
+        return proc.wait(timeout=cfg.run_timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        raise Violation(f"a run did not end within {cfg.run_timeout:g} s after {how} "
+                        f"(log: {batch.folder / 'cli.log'})") from None
 
 
 class _Chaos:
@@ -497,23 +589,37 @@ class _Chaos:
         cfg, fig = self.cfg, self.figures
         fig.runs += 1
         killed = code == -signal.SIGKILL
+        # A SIGHUP before nbbatch set up its handlers (interpreter, imports, the manifest)
+        # ends it as the default action does; it had recorded nothing yet (checked below).
+        hung_up = how == "hup" and code in (129, -signal.SIGHUP)
         context = f"run {fig.runs}, batch {batch.number}"
         if killed:
             fig.kills += 1
             context = f"kill {fig.kills} ({how}), " + context
+        elif hung_up:
+            fig.hups += 1
+            context = f"SIGHUP {fig.hups}, " + context
         elif code not in (0, 75):
             raise Violation(f"{context}: exit {code}; see {batch.folder / 'cli.log'}")
         else:
             fig.finished_runs[code] += 1
+            fig.stops += how == "stop" and batch.signalled
         try:
             before = batch.snapshot
             after = inspect_output(batch.out)
-            check_recovered(before, after, finished=not killed)
+            check_recovered(before, after, finished=not (killed or hung_up))
             if after.runs > before.runs:
                 fig.temp_files_cleaned += len(before.temps)
                 fig.saves_finished_by_recovery += len(before.secured - before.done)
-            log = requests_log(self.url)
+            # A request a killed run had sent may reach the server's log a moment later:
+            # let it settle, so the next run is not charged with it.
+            log = _settled_log(self.url) if killed or hung_up else requests_log(self.url)
             check_no_repeat(log, self.seen, self.secured)
+            if hung_up and after.runs > before.runs:  # it got as far as recording a run
+                check_closed(batch.out, code)
+            elif not killed and cfg.mode == "online":  # batch results may wait for a later run
+                check_nothing_wasted(log, self.seen, {batch.prompts[key] for key in
+                                                      after.secured - before.secured})
             self.seen = len(log)
             for key in after.secured:
                 self.secured.setdefault(batch.prompts[key], f"after {context}")
@@ -521,8 +627,8 @@ class _Chaos:
                 check_batch_jobs(batch_jobs(self.url))
                 check_job_links(batch.out)
             else:
-                check_budget(log, self.secured_done_batches + len(after.secured), fig.kills,
-                             cfg.concurrency)
+                check_budget(log, self.secured_done_batches + len(after.secured),
+                             fig.interruptions, cfg.concurrency)
         except Violation as exc:
             raise Violation(f"{context}: {exc}") from None
         if killed:
@@ -534,12 +640,14 @@ class _Chaos:
             fig.kill_phases[phase] += 1
             fig.kill_kinds[how if how != "crash" else "crash point"] += 1
         batch.snapshot = after
-        complete = code == 0
+        # Complete when it says so (exit 0), or when a signal ended it just after the batch was
+        # finished (a SIGHUP as it was leaving): then the folder must show it all the same.
+        complete = code == 0 or (len(after.done) == cfg.images and not after.intents)
         if complete:
             try:
                 check_final(batch.out, cfg.images)
             except Violation as exc:
-                raise Violation(f"{context}: exit 0 but {exc}") from None
+                raise Violation(f"{context}: exit {code} but {exc}") from None
         return complete
 
     def run(self) -> Figures:
@@ -569,7 +677,7 @@ class _Chaos:
         fig.successes = sum(1 for e in log if e["outcome"] == "success")
         fig.outcomes = Counter(e["outcome"] for e in log if e["outcome"] != "success")
         fig.images = fig.batches * cfg.images
-        check_budget(log, fig.images, fig.kills, cfg.concurrency)
+        check_budget(log, fig.images, fig.interruptions, cfg.concurrency)
         fig.seconds = time.monotonic() - started
         return fig
 

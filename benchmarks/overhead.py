@@ -28,6 +28,7 @@ from nbbatch.providers.google import classify
 from nbbatch.redaction import Redactor
 from nbbatch.store.files import ImageStore, sha256_hex
 from nbbatch.store.ledger import Ledger
+from nbbatch.store.naming import choose_name
 from nbbatch.store.records import Attempt, PlannedImage
 
 KEY = "AIzaSyBenchmark-0123456789abcdefghijklmno"  # redacted from what is stored
@@ -64,10 +65,17 @@ def per_image_cpu(images: int) -> tuple[list[float], int, int]:
             for i in range(images):
                 key = (f"img{i}", 1)
                 start = time.process_time()
+                # As a run does it: the attempt recorded before sending and updated after,
+                # the answer classified (decoded) and redacted, a name chosen, the save.
+                attempt = ledger.record_attempt(key, Attempt(time.time(), "gemini", "m",
+                                                             "interrupted", None, None, None,
+                                                             True, 0.134))
                 image = classify(200, {}, body, provider="gemini", redact=redact)
+                ledger.update_attempt(attempt, Attempt(time.time(), "gemini", image.model,
+                                                       "success", 200, 1.0, None, False, 0.134))
                 digest = sha256_hex(image.data)
-                ledger.record_attempt(key, Attempt(time.time(), "gemini", image.model, "success"))
-                relative = store.relative(f"img{i}.jpg")
+                relative = choose_name(store.images, f"img{i}.jpg", key, digest,
+                                       ledger.file_owner).relative
                 ledger.begin_save(key, file=relative, sha256=digest, bytes=len(image.data),
                                   provider="gemini", model=image.model, cost_usd=0.134,
                                   usage=dict(image.usage))

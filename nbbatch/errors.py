@@ -6,7 +6,9 @@
     │   ├── MissingKeyError      a provider's key variable is not set (exit 2)
     │   └── OptionError          a provider option the provider cannot take (exit 2)
     ├── FolderLockedError        another run holds the output folder (exit 75)
-    ├── LedgerError              the ledger cannot be opened or is not ours (exit 2)
+    ├── SignalStop               a signal before any request was sent (exit 128 + signal)
+    ├── LedgerError              the ledger cannot be read, is damaged or is not ours (exit 2)
+    │   └── LedgerWriteError     the ledger cannot be written: disk full, no access (exit 75)
     ├── StorageError             an image could not be written: disk full, no access (exit 75)
     │   └── UnsafeFolderError    writing would land outside the output folder (exit 2)
     └── ProviderError            one classified API response: provider, HTTP status, request id
@@ -31,6 +33,7 @@ class ExitCode(IntEnum):
     AUTH = 4  # authentication or permission failure
     OUTPUT = 74  # what a reading command had to say could not be written (a full disk)
     TEMPFAIL = 75  # stopped with images pending: run again later
+    SIGHUP = 129  # the terminal closed or the ssh session dropped
     SIGINT = 130
     SIGTERM = 143
 
@@ -86,8 +89,20 @@ class FolderLockedError(NbbatchError):
     exit_code = ExitCode.TEMPFAIL
 
 
+class SignalStop(NbbatchError):
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
 class LedgerError(NbbatchError):
     exit_code = ExitCode.USAGE
+
+
+class LedgerWriteError(LedgerError):
+    """Running again later may help: the disk fills up, a mount turns read-only."""
+
+    exit_code = ExitCode.TEMPFAIL
 
 
 class StorageError(NbbatchError):

@@ -127,11 +127,23 @@ class Item:
     references: tuple[Path, ...] = ()  # absolute paths
     reference_digests: tuple[str, ...] = ()  # sha256 hex of each reference file's bytes
     line: int | None = None  # where the entry starts in its file
+    # The prompt as written, when normalising its line breaks or Unicode changed it, and the
+    # id derived from that: what a ledger written before normalisation knows the image by.
+    legacy_prompt: str | None = None
+    legacy_id: str | None = None
 
     @cached_property
     def fingerprint(self) -> str:
         """Hash of everything that shapes the image: a change means it is made again."""
-        shape = [self.prompt, self.provider, self.model, self.aspect_ratio, self.image_size,
+        return self._fingerprint(self.prompt)
+
+    @property
+    def legacy_fingerprint(self) -> str | None:
+        """The fingerprint a ledger written before prompts were normalised holds, if other."""
+        return self._fingerprint(self.legacy_prompt) if self.legacy_prompt is not None else None
+
+    def _fingerprint(self, prompt: str) -> str:
+        shape = [prompt, self.provider, self.model, self.aspect_ratio, self.image_size,
                  self.reference_digests]
         return hashlib.sha256(_FINGERPRINT_JSON.encode(shape).encode()).hexdigest()
 

@@ -26,6 +26,14 @@ PREFIX_ECHO = 8  # this many leading characters of a key are treated as the key 
 # sessions (sess-…), Google API keys (AIza + 35). Masked echoes keep their shape: sk-ab***yz.
 _KEY_SHAPES = re.compile(r"\b(?:sk|sess)-[A-Za-z0-9_*\-]{2,}|\bAIza[0-9A-Za-z_\-*]{8,}")
 _PERCENT = re.compile(r"%[0-9A-F]{2}")
+# A long token mixing upper case, lower case and digits is random, as keys are; the names of
+# environment variables are words (GEMINI_API_KEY, my_key_2).
+_RANDOM_TOKEN = re.compile(r"(?=[^\s]*[a-z])(?=[^\s]*[A-Z])(?=[^\s]*[0-9])[^\s]{20,}")
+
+
+def looks_like_a_key(text: str) -> bool:
+    """Whether `text` is shaped like a secret (a key pasted where a name belongs)."""
+    return bool(_KEY_SHAPES.search(text) or _RANDOM_TOKEN.fullmatch(text))
 
 
 class Redactor:
@@ -70,7 +78,8 @@ class Redactor:
 
 def _encoded_forms(secret: str) -> set[str]:
     raw = secret.encode("utf-8", "surrogatepass")
-    forms = {secret, html.escape(secret)}
+    # repr() is how Python quotes a value in its own messages ("Illegal header value b'…'").
+    forms = {secret, html.escape(secret), repr(secret)[1:-1]}
     for encoded in (quote(secret, safe=""), quote_plus(secret)):
         forms.update((encoded, _PERCENT.sub(lambda m: m.group(0).lower(), encoded)))
     for encode in (base64.b64encode, base64.urlsafe_b64encode):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from nbbatch.errors import UsageError
+from nbbatch.errors import LedgerError, UsageError
 from nbbatch.manifest import apply_overrides, load_manifest
 from nbbatch.manifest.batch import check_batch_mode
 from nbbatch.model import (
@@ -77,8 +77,6 @@ def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Set
             interval = parse_interval(options.interval)
         except ValueError as exc:
             raise UsageError(f"--interval: {exc}") from None
-    if options.concurrency is not None and options.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
     out = (cwd / options.out) if options.out else (manifest.output or default_out(manifest.path))
     manifest = apply_overrides(
         manifest,
@@ -100,13 +98,19 @@ def resolve(manifest_path: str | Path, options: RunOptions, *, cwd: Path) -> Set
 
 
 def _check_budget(options: RunOptions) -> None:
-    """Budgets are caps: a negative or zero one would stop every run before it starts."""
-    cost, images = options.max_cost, options.max_images
+    """Budgets are caps: a negative or zero one would stop every run before it starts, and
+    NaN would silently mean no limit."""
+    cost, images, seconds = options.max_cost, options.max_images, options.max_duration
     if cost is not None and not (math.isfinite(cost) and cost > 0):
         raise UsageError(f"--max-cost must be an amount in USD above 0, like 5 or 0.50; "
                          f"got {cost:g}")
     if images is not None and images < 1:
         raise UsageError(f"--max-images must be at least 1; got {images}")
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"--max-duration must be more than zero (and finite), got "
+                         f"{seconds:g} s")
+    if options.concurrency is not None and options.concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {options.concurrency}")
 
 
 def manifest_record(manifest: Manifest) -> dict[str, Any]:
@@ -158,7 +162,11 @@ def resume_settings(out: Path) -> Settings:
         items = ledger.items() if last and last.settings else []
     if last is None:
         raise UsageError(f"{out} has a ledger but no recorded run; use nbbatch run MANIFEST")
+    if not isinstance(last.options, dict):
+        raise LedgerError(f"the ledger in {out} has a damaged record of the last run's "
+                          f"options; use nbbatch run MANIFEST --out {out} to continue")
     options = replace(RunOptions.from_record(last.options), out=str(out))
+    _check_budget(options)  # recorded by an older nbbatch, it may hold what is now refused
     if last.settings is not None and items:
         return from_ledger(last.settings, items, manifest_path=last.manifest, out=out,
                            options=options)

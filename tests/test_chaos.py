@@ -1,5 +1,6 @@
-"""A short chaos run: the real CLI SIGKILLed at seeded random instants, every invariant checked
-after every kill (see benchmarks/chaos.py, which holds the checks and runs the long version)."""
+"""A short chaos run: the real CLI SIGKILLed at seeded random instants, stopped past its request
+timeout and continued, sent SIGHUP; every invariant checked after every run (see
+benchmarks/chaos.py, which holds the checks and runs the long version)."""
 
 from __future__ import annotations
 
@@ -12,28 +13,34 @@ from benchmarks.chaos import (
     check_batch_jobs,
     check_budget,
     check_no_repeat,
+    check_nothing_wasted,
     inspect_output,
     run_chaos,
 )
 
 pytestmark = pytest.mark.e2e
+SEED = 12
 
 
 def test_kill_9_at_random_instants_loses_nothing_and_pays_nothing_twice(tmp_path):
     cfg = ChaosConfig(
-        kills=8, seed=11, images=12, concurrency=3, latency=(0.02, 0.1), hang=0.6,
-        timeout=0.4, retry_delay=0.1, startup=0.7, span=1.0, early_share=0.3, crash_share=0.3,
+        kills=6, seed=SEED, images=8, concurrency=3, latency=(0.05, 0.2), hang=0.6,
+        timeout=0.4, retry_delay=0.1, startup=0.7, span=1.0, early_share=0.25,
+        crash_share=0.3, stop_share=0.15, hup_share=0.1,
     )
     figures = run_chaos(cfg, tmp_path, report=lambda line: None)
 
     # run_chaos raises Violation at the first broken promise; these are the figures it kept.
-    assert figures.kills == 8
-    assert figures.batches >= 1 and figures.images == figures.batches * 12
-    assert 0 <= figures.wasted <= figures.kills * cfg.concurrency
+    assert figures.kills == 6
+    assert figures.batches >= 1 and figures.images == figures.batches * 8
+    assert 0 <= figures.wasted <= figures.interruptions * cfg.concurrency
     assert figures.successes + sum(figures.outcomes.values()) == figures.requests
-    # The seed draws kills of every kind: early ones (start-up, lock, sync), mid-run ones, and
-    # crash points inside a save.
+    # The seed draws every kind: early kills (start-up, lock, sync), mid-run kills, crash
+    # points inside a save, stops past the request timeout, and SIGHUP.
     assert set(figures.kill_kinds) == {"early", "mid-run", "crash point"}
+    # Stops and SIGHUPs drawn for a run that had already finished are not delivered; the
+    # seed draws enough that some land mid-run.
+    assert figures.stops + figures.hups >= 1
 
 
 def test_the_checks_catch_a_torn_image_an_orphan_a_repeat_and_waste(tmp_path):
@@ -52,6 +59,8 @@ def test_the_checks_catch_a_torn_image_an_orphan_a_repeat_and_waste(tmp_path):
         check_no_repeat(log, 2, {"p": "after kill 1"})
     with pytest.raises(Violation, match="more than 1 x 1 were lost"):
         check_budget(log, secured_images=1, kills=1, concurrency=1)
+    with pytest.raises(Violation, match="answers were thrown away"):
+        check_nothing_wasted(log, 1, newly_secured={"p"})
 
 
 def test_batch_mode_kill_9_while_creating_polling_downloading_and_saving(tmp_path):

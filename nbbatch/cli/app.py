@@ -56,7 +56,8 @@ def _run_options(**kwargs):
     from nbbatch.settings import RunOptions, parse_duration
 
     duration = kwargs.pop("max_duration")
-    return RunOptions(max_duration=parse_duration(duration) if duration else None, **kwargs)
+    seconds = parse_duration(duration) if duration is not None else None  # "" is an error too
+    return RunOptions(max_duration=seconds, **kwargs)
 
 
 @app.command()
@@ -237,7 +238,7 @@ def gallery(
 @exits()
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8765,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0 picks a free one).")] = 8765,
     latency: Annotated[str, typer.Option(help='Seconds per answer: "2" or "1-3".')] = "0",
     faults: Annotated[str, typer.Option(help="Fault rates, e.g. 503=0.3,429=0.1,500=0.05,timeout=0.01,blocked=0.02,no_image=0.05")] = "",
     retry_delay: Annotated[float, typer.Option(help="retryDelay the 429s ask for, seconds.")] = 1.0,

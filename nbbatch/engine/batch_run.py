@@ -32,6 +32,7 @@ from nbbatch.engine.preflight import blocking, needs_of, run_checks
 from nbbatch.engine.pricing import Pricing
 from nbbatch.engine.recorder import Recorder
 from nbbatch.engine.shapes import Shapes
+from nbbatch.engine.signals import signal_name
 from nbbatch.engine.summary import RunSummary, exit_code_for
 from nbbatch.errors import ExitCode, FatalError
 from nbbatch.model import Manifest
@@ -81,9 +82,8 @@ class BatchRun:
     def interrupt(self, code: ExitCode) -> None:
         if self.interrupted_by is None:
             self.interrupted_by = code
-            name = "SIGINT" if code == ExitCode.SIGINT else "SIGTERM"
-            self.stop = Stop(StopKind.INTERRUPTED, f"interrupted by {name}: the batch jobs "
-                             "stay live; run again to collect them")
+            self.stop = Stop(StopKind.INTERRUPTED, f"interrupted by {signal_name(code)}: the "
+                             "batch jobs stay live; run again to collect them")
             self._emit(Event(EventKind.STOPPING, self.stop.message, level=Level.WARNING))
         self._wake.set()
 

@@ -1,8 +1,9 @@
 """Budgets: may another image start? Asked before every dispatch, answered from counts.
 
 `--max-cost` and `--max-images` are hard caps: every image already in flight counts at the
-most it may cost, so the budget is never overshot. `--max-duration` stops dispatching the
-moment it passes.
+most it may cost, so the budget is never overshot; every attempt, retries included, is asked
+again before it is sent, with the attempts that may have been billed counted at full price.
+`--max-duration` stops dispatching the moment it passes, whatever the jobs are waiting for.
 """
 
 from __future__ import annotations
@@ -67,6 +68,18 @@ class BudgetGuard:
             # Not reached: the next image alone might pass it, so it is not started.
             return Stop(StopKind.MAX_COST, f"--max-cost: stopped before ${b.max_cost:.2f}: "
                                            f"the next image may cost up to ${next_cost:.3f}")
+        return None
+
+    def check_attempt(self, *, spent: float, reserved: float) -> Stop | None:
+        """Why no further request may be sent now (a retry included), or None. `reserved`:
+        what the images under way may cost, this one's next attempt among them; an attempt
+        that may have been billed (a timeout after sending) is in `spent` at its full price."""
+        b = self.budget
+        if b.max_duration is not None and self._clock() - self._started_at >= b.max_duration:
+            return Stop(StopKind.MAX_DURATION, f"--max-duration reached ({b.max_duration:g} s)")
+        if b.max_cost is not None and spent + reserved > b.max_cost + _EPSILON:
+            return Stop(StopKind.MAX_COST,
+                        f"--max-cost reached (${spent:.3f} of ${b.max_cost:.2f})")
         return None
 
     def deadline(self) -> float | None:

@@ -29,6 +29,7 @@ from nbbatch.engine.preflight import blocking, needs_of, run_checks
 from nbbatch.engine.pricing import Pricing
 from nbbatch.engine.recorder import Recorder
 from nbbatch.engine.shapes import Shapes
+from nbbatch.engine.signals import signal_name
 from nbbatch.engine.steering import Lane, Steering
 from nbbatch.engine.summary import RunSummary, exit_code_for
 from nbbatch.errors import ExitCode, QuotaExhaustedError
@@ -77,8 +78,9 @@ class Dispatcher:
         self.recorder = Recorder(ledger, store, self.progress, self.pricing, self.shapes,
                                  emit=self._emit, clock=clock, wall=wall)
         self.maker = ImageMaker(self.steering, self.recorder, manifest.retry, halt=self.halt,
-                                stopped=lambda: self.stop is not None, emit=self._emit,
-                                clock=clock, wall=wall, sleep=sleep)
+                                stopped=lambda: self.stop is not None,
+                                may_send=self._may_send, emit=self._emit, sleep=sleep)
+        self._sleep = sleep
         self.budget = BudgetGuard(budget or Budget(), clock=clock,
                                   started_at=self.progress.started_at)
         self.items = {item.id: item for item in manifest.items}
@@ -102,9 +104,8 @@ class Dispatcher:
 
     def interrupt(self, code: ExitCode) -> None:
         self.interrupted_by = self.interrupted_by or code
-        name = "SIGINT" if code == ExitCode.SIGINT else "SIGTERM"
-        self.halt(Stop(StopKind.INTERRUPTED,
-                       f"interrupted by {name}: in-flight images stay pending"), hard=True)
+        self.halt(Stop(StopKind.INTERRUPTED, f"interrupted by {signal_name(code)}: in-flight "
+                       "images stay pending"), hard=True)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -115,8 +116,32 @@ class Dispatcher:
         self._announce(pending)
         for note in notes:
             self._emit(Event(EventKind.PENDING, note, level=Level.WARNING))
-        if preflight:
-            await self._preflight(pending)
+        deadline = self.budget.deadline()
+        watchdog = asyncio.create_task(self._expire(deadline)) if deadline is not None else None
+        try:
+            if preflight:
+                await self._preflight(pending)
+            await self._dispatch(pending)
+        finally:
+            if watchdog:
+                watchdog.cancel()
+        await self._close_providers()
+        return self._summary()
+
+    async def _expire(self, deadline: float) -> None:
+        """--max-duration holds while every job is waiting (a server pause, a backoff), not
+        only when the next image is dispatched: at the deadline the run stops dispatching."""
+        while (left := deadline - self._clock()) > 0:
+            await self._sleep(left)
+        self.halt(Stop(StopKind.MAX_DURATION,
+                       f"--max-duration reached ({self.budget.budget.max_duration:g} s)"))
+
+    def _may_send(self) -> Stop | None:
+        """Whether another request may go out now (a retry as much as a first attempt)."""
+        return self.budget.check_attempt(spent=self.recorder.spent,
+                                         reserved=sum(j.reserve for j in self._jobs))
+
+    async def _dispatch(self, pending: list[ImageRow]) -> None:
         window = sum(lane.concurrency for lane in self.steering.lanes.values()) * WINDOW_PER_SLOT
         for row in pending:
             if self.stop:
@@ -134,8 +159,6 @@ class Dispatcher:
         while self._jobs:
             self._changed.clear()
             await self._changed.wait()
-        await self._close_providers()
-        return self._summary()
 
     async def _preflight(self, pending: list[ImageRow]) -> None:
         """Check keys and models before the first generation request (see preflight.py)."""

@@ -18,6 +18,7 @@ class EventKind(StrEnum):
     DONE = "done"
     FAILED = "failed"
     PENDING = "pending"  # an image stays pending for a later run
+    RENAMED = "renamed"  # its own file name was taken by a file that is kept: saved as another
     PROVIDER = "provider"  # a provider changed state (switched away, recovered, dropped...)
     STOPPING = "stopping"  # the run stopped dispatching
     GALLERY = "gallery"  # the contact sheet was brought up to date

@@ -18,9 +18,8 @@ from nbbatch.errors import FatalError, UsageError
 from nbbatch.model import Item, Manifest
 from nbbatch.providers import create_provider, registry
 from nbbatch.settings import Settings
-from nbbatch.store import LEDGER_FILE
+from nbbatch.store import find_ledger, open_for_reading
 from nbbatch.store.files import RecordedFiles
-from nbbatch.store.ledger import LedgerView
 
 
 @dataclass(frozen=True)
@@ -50,9 +49,8 @@ def plan_batch(settings: Settings) -> Plan:
     manifest = settings.manifest
     known: dict[tuple[str, int], tuple[str, str]] = {}
     missing: set[tuple[str, int]] = set()  # done, but the file is gone: made again
-    ledger_path = settings.out / LEDGER_FILE
-    if ledger_path.exists():
-        with LedgerView.open(ledger_path) as ledger:
+    if find_ledger(settings.out) is not None:
+        with open_for_reading(settings.out) as ledger:
             known = ledger.states()
             files = RecordedFiles(settings.out)
             missing = {key for key, file, size in ledger.done_files()
@@ -67,8 +65,12 @@ def plan_batch(settings: Settings) -> Plan:
     changes, examples = 0, list[str]()
     for item in manifest.items:
         fingerprint = item.fingerprint
+        legacy = item.legacy_fingerprint
         for index in range(1, item.count + 1):
             state = known.get((item.id, index))
+            if legacy is not None:  # a ledger from before prompts were normalised: as a run
+                old = state or known.get((item.legacy_id or item.id, index))  # would adopt it
+                state = (fingerprint, old[1]) if old and old[0] == legacy else state
             if state == (fingerprint, "done") and (item.id, index) not in missing:
                 done += 1
             elif state == (fingerprint, "failed") and keep_failed:

@@ -8,8 +8,8 @@ brings the ledger in line with the manifest, builds the providers the pending im
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import signal
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -24,8 +24,9 @@ from nbbatch.engine.events import Event, EventKind, EventSink, Level, Progress, 
 from nbbatch.engine.failover import candidates
 from nbbatch.engine.pricing import Pricing
 from nbbatch.engine.shapes import Shapes
+from nbbatch.engine.signals import handle_in_loop, ignored, raised_during_start_up
 from nbbatch.engine.summary import RunSummary
-from nbbatch.errors import ExitCode, NbbatchError, UsageError
+from nbbatch.errors import ExitCode, LedgerWriteError, NbbatchError
 from nbbatch.gallery import update_gallery
 from nbbatch.model import Manifest
 from nbbatch.providers import create_batch_client, create_provider
@@ -35,6 +36,7 @@ from nbbatch.store import LEDGER_FILE
 from nbbatch.store.files import ImageStore, RecordedFiles
 from nbbatch.store.ledger import Ledger
 from nbbatch.store.lock import FolderLock
+from nbbatch.store.paths import make_output_folder
 from nbbatch.store.records import PlannedImage
 
 TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
@@ -46,8 +48,10 @@ def planned_images(manifest: Manifest) -> Iterator[PlannedImage]:
     batch = manifest.mode == "batch"
     for item in manifest.items:
         estimate = pricing.estimate(item, batch=batch)
+        legacy = item.legacy_fingerprint
         for index in range(1, item.count + 1):
-            yield PlannedImage(item.id, index, item.fingerprint, position, estimate)
+            yield PlannedImage(item.id, index, item.fingerprint, position, estimate,
+                               item.legacy_id, legacy)
             position += 1
 
 
@@ -104,11 +108,15 @@ def run_batch(
     transport_factory: TransportFactory | None = None,
     handle_signals: bool = True,
 ) -> RunSummary:
+    with raised_during_start_up(handle_signals):
+        return _run(settings, env=env, cwd=cwd, on_event=on_event,
+                    transport_factory=transport_factory, handle_signals=handle_signals)
+
+
+def _run(settings: Settings, *, env: Mapping[str, str], cwd: Path, on_event: EventSink | None,
+         transport_factory: TransportFactory | None, handle_signals: bool) -> RunSummary:
     manifest, out, options = settings.manifest, settings.out, settings.options
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the output folder {out}: {exc.strerror}") from exc
+    make_output_folder(out)
     with FolderLock(out):
         store = ImageStore(out)
         store.prepare()
@@ -135,7 +143,8 @@ def run_batch(
                                      budget=budget, no_wait=options.no_wait,
                                      checkers=checkers, on_event=on_event, notes=notes)
                 summary = asyncio.run(_drive(batch_run, batch_run.run, handle_signals))
-                ledger.finish_run(run_id, int(summary.exit_code))
+                with ignored(handle_signals), contextlib.suppress(LedgerWriteError):
+                    ledger.finish_run(run_id, int(summary.exit_code))
                 if summary.done_this_run:
                     summary = _refresh_gallery(out, summary, on_event)
                 return summary
@@ -156,9 +165,13 @@ def run_batch(
                 summary = asyncio.run(_drive(
                     dispatcher, lambda: dispatcher.run(pending, notes=notes), handle_signals))
             except NbbatchError as exc:  # the pre-flight refused a key or a model
-                ledger.finish_run(run_id, int(exc.exit_code))
+                with ignored(handle_signals), contextlib.suppress(LedgerWriteError):
+                    ledger.finish_run(run_id, int(exc.exit_code))
                 raise
-            ledger.finish_run(run_id, int(summary.exit_code))
+            # A ledger that filled up mid-run already stopped it and says so in the summary;
+            # failing to close the run's record must not hide how the run went.
+            with ignored(handle_signals), contextlib.suppress(LedgerWriteError):
+                ledger.finish_run(run_id, int(summary.exit_code))
             if summary.done_this_run:
                 summary = _refresh_gallery(out, summary, on_event)
     return summary
@@ -196,15 +209,6 @@ class _Interruptible(Protocol):
 async def _drive(runner: _Interruptible, start: Callable[[], Awaitable[RunSummary]],
                  handle_signals: bool) -> RunSummary:
     if handle_signals:
-        loop = asyncio.get_running_loop()
-        for signum, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
-            loop.add_signal_handler(signum, _on_signal, runner, code)
+        handle_in_loop(asyncio.get_running_loop(), lambda: runner.interrupted_by,
+                       runner.interrupt)
     return await start()
-
-
-def _on_signal(dispatcher: _Interruptible, code: ExitCode) -> None:
-    if dispatcher.interrupted_by:
-        # Second signal: stop at once. Every ledger write is its own transaction, so
-        # nothing is left half-done.
-        os._exit(int(code))
-    dispatcher.interrupt(code)

@@ -70,6 +70,31 @@ def derive_id(prompt: str) -> str:
 
 
 
+# JSON's and YAML's escapes are the only way text can hold an unpaired surrogate, which no
+# encoding can carry (a file name or an HTTP body with one fails far from the manifest).
+SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F]")
+
+
+def find_lone_surrogate(value: Any, at: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], str] | None:
+    """(path, message) for the first text in `value` holding an unpaired surrogate, or None.
+    Walked only when the source has a surrogate escape: valid pairs (emoji) pass."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return at, (f"holds an unpaired surrogate (\\u{ord(value[exc.start]):04x}) at "
+                        f"character {exc.start + 1}, which no text can contain; fix the escape")
+        return None
+    children = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, child in children:
+        if isinstance(key, str) and (found := find_lone_surrogate(key, at)):
+            return found
+        if found := find_lone_surrogate(child, (*at, key)):
+            return found
+    return None
+
+
 # ----------------------------------------------------------------------------- fields
 # Each check takes a raw value (never None) and returns it clean, or raises EntryError.
 
@@ -88,9 +113,20 @@ def _check_id(value: Any) -> str:
 
 
 def _check_prompt(value: Any) -> str:
-    text = _text(value).strip()
+    text = normalized(_text(value).strip())
     if not text:
         raise EntryError("is empty: write the text to generate an image from")
+    return text
+
+
+def normalized(text: str) -> str:
+    """One spelling for the same text, so re-saving a file never changes what it asks for:
+    line breaks as LF (a CSV saved with CRLF keeps CRLF inside quoted cells) and Unicode in NFC
+    (editors on macOS may save NFD). Fingerprints and derived ids hash this form."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
     return text
 
 

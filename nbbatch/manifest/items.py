@@ -4,7 +4,7 @@ derived, reference images found and hashed."""
 from __future__ import annotations
 
 import hashlib
-import stat
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 from nbbatch import catalog
 from nbbatch.images import sniff
 from nbbatch.manifest.entries import ENTRY_FIELDS, EntryError, check_entry, derive_id
+from nbbatch.manifest.reading import NotAFileError, open_regular, reason
 from nbbatch.model import Item
 from nbbatch.providers import registry
 from nbbatch.text import kind_of, shown
@@ -66,11 +67,14 @@ class ItemBuilder:
             refs, digests = tuple(p for p, _ in pairs), tuple(d for _, d in pairs)
         explicit = "id" in e
         self.providers_used.add(provider)
+        written = raw["prompt"].strip()
+        legacy = written if written != prompt else None  # normalising changed it
         item = Item(
             id=e["id"] if explicit else derive_id(prompt), prompt=prompt, provider=provider,
             model=model, aspect_ratio=aspect, image_size=size,
             count=e.get("count", self._count),
-            references=refs, reference_digests=digests, line=line,
+            references=refs, reference_digests=digests, line=line, legacy_prompt=legacy,
+            legacy_id=derive_id(legacy) if legacy is not None and not explicit else None,
         )
         return item, explicit
 
@@ -138,21 +142,21 @@ def _blame(e: Mapping[str, Any], field: str, message: str) -> EntryError:
 def _digest_reference(path: Path, raw: str) -> str:
     """SHA-256 of a reference image, after checking it is one. ValueError otherwise."""
     try:
-        st = path.stat()
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_REFERENCE_BYTES:
+                raise ValueError(f"reference image {shown(raw)} is {size / 2**20:.1f} MB; "
+                                 "the limit is 20 MB")
+            data = f.read(MAX_REFERENCE_BYTES + 1)
     except (FileNotFoundError, NotADirectoryError):
         raise ValueError(f"reference image {shown(raw)} not found (looked for {path})") from None
-    except (OSError, ValueError) as e:
-        reason = getattr(e, "strerror", None) or e
-        raise ValueError(f"cannot read reference image {shown(raw)}: {reason}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"reference image {shown(raw)} is not a file ({path})")
-    if st.st_size > MAX_REFERENCE_BYTES:
-        raise ValueError(f"reference image {shown(raw)} is {st.st_size / 2**20:.1f} MB; "
-                         "the limit is 20 MB")
-    try:
-        data = path.read_bytes()
+    except NotAFileError as e:
+        raise ValueError(f"reference image {shown(raw)} is not a file ({path} is "
+                         f"{e.kind})") from None
     except OSError as e:
-        raise ValueError(f"cannot read reference image {shown(raw)}: {e.strerror}") from None
+        raise ValueError(f"cannot read reference image {shown(raw)}: {reason(e)}") from None
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise ValueError(f"reference image {shown(raw)} grew past 20 MB while being read")
     if sniff(data) is None:
         raise ValueError(f"reference image {shown(raw)} is not a PNG, JPEG or WEBP file ({path})")
     return hashlib.sha256(data).hexdigest()

@@ -7,18 +7,24 @@ where possible, and the field.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from nbbatch import catalog
 from nbbatch.errors import ManifestError
 from nbbatch.manifest.batch import check_batch_mode
-from nbbatch.manifest.entries import DEFAULT_FIELDS, EntryError, check_entry
+from nbbatch.manifest.entries import (
+    DEFAULT_FIELDS,
+    SURROGATE_ESCAPE,
+    EntryError,
+    check_entry,
+    find_lone_surrogate,
+)
 from nbbatch.manifest.items import ItemBuilder
 from nbbatch.manifest.names import IdRegistry
 from nbbatch.manifest.prompts_file import SUFFIXES, read_rows
 from nbbatch.manifest.providers import check_providers
+from nbbatch.manifest.reading import NotAFileError, open_regular, reason
 from nbbatch.manifest.sections import SectionError, build_section, check_value
 from nbbatch.manifest.yaml_doc import MAX_MANIFEST_BYTES, DocumentError, NodeLines, load_yaml
 from nbbatch.model import (
@@ -107,8 +113,8 @@ class _Loader:
         try:
             raw = self._read_bytes()
         except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
-            reason = getattr(e, "strerror", None) or e
-            raise self.fail(f"cannot read the manifest: {reason}") from None
+            why = reason(e) if isinstance(e, OSError) else e
+            raise self.fail(f"cannot read the manifest: {why}") from None
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:
@@ -119,6 +125,8 @@ class _Loader:
             data, mapping_lines = load_yaml(text)
         except DocumentError as e:
             raise self.fail(e.message, line=e.line) from None
+        if SURROGATE_ESCAPE.search(text) and (found := find_lone_surrogate(data)):
+            raise self.fail(found[1], found[0])
         if data is None:
             raise self.fail("the manifest is empty: it needs prompts or a prompts_file")
         if not isinstance(data, dict):
@@ -127,21 +135,13 @@ class _Loader:
         return data, mapping_lines
 
     def _read_bytes(self) -> bytes:
-        """The file's bytes, refused unread when it is too large or not a regular file: a
-        device (/dev/zero), a pipe or a folder never ends, blocks, or has no text at all."""
-        # O_NONBLOCK: opening a pipe must not wait for a writer; no effect on a regular file.
-        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        """The file's bytes, refused unread when it is too large or not a regular file."""
         try:
-            st = os.fstat(fd)
-        except OSError:
-            os.close(fd)
-            raise
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            what = "a folder" if stat.S_ISDIR(st.st_mode) else "a device or a pipe"
-            raise self.fail(f"cannot read the manifest: it is {what}, not a file")
-        with os.fdopen(fd, "rb") as f:
-            size = st.st_size
+            f = open_regular(self.path)
+        except NotAFileError as e:
+            raise self.fail(f"cannot read the manifest: it is {e.kind}, not a file") from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
             if size <= MAX_MANIFEST_BYTES:
                 raw = f.read(MAX_MANIFEST_BYTES + 1)  # it may grow while we read
                 size = max(size, len(raw))
@@ -226,21 +226,31 @@ class _Loader:
         display = str(Path(self.display).parent / name)
         if path.suffix.lower() not in SUFFIXES:
             raise self.fail(f"must name a .csv, .jsonl or .ndjson file, got {shown(name)}", at)
-        if not path.is_file():
-            raise self.fail(f"prompts file {shown(name)} not found (looked for {path})", at)
-        line = None
         try:
-            for line, raw in read_rows(path, display):
-                try:
-                    item, explicit = builder.build(raw, line)
-                except EntryError as e:
-                    if e.at is not None:
-                        raise self.fail(e.message, e.at) from None
-                    raise ManifestError(e.message, file=display, line=line,
-                                        field=format_path(e.key) or None) from None
-                if (taken := self.ids.add(item, explicit, display)) is not None:
-                    raise ManifestError(taken, file=display, line=line, field="id")
-        except OSError as e:
-            raise ManifestError(f"cannot read the prompts file: {e.strerror or e}", file=display,
-                                line=line) from None
+            f = open_regular(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self.fail(f"prompts file {shown(name)} not found (looked for {path})",
+                            at) from None
+        except NotAFileError as e:
+            raise self.fail(f"prompts file {shown(name)} is {e.kind}, not a file ({path})",
+                            at) from None
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+            raise self.fail(f"cannot read the prompts file {shown(name)}: "
+                            f"{reason(e) if isinstance(e, OSError) else e}", at) from None
+        line = None
+        with f:
+            try:
+                for line, raw in read_rows(f, path.suffix, display):
+                    try:
+                        item, explicit = builder.build(raw, line)
+                    except EntryError as e:
+                        if e.at is not None:
+                            raise self.fail(e.message, e.at) from None
+                        raise ManifestError(e.message, file=display, line=line,
+                                            field=format_path(e.key) or None) from None
+                    if (taken := self.ids.add(item, explicit, display)) is not None:
+                        raise ManifestError(taken, file=display, line=line, field="id")
+            except OSError as e:
+                raise ManifestError(f"cannot read the prompts file: {reason(e)}", file=display,
+                                    line=line) from None
         return display

@@ -12,24 +12,24 @@ import csv
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO, Any
 
 from nbbatch.errors import ManifestError
-from nbbatch.manifest.entries import ENTRY_FIELDS
-from nbbatch.text import kind_of
+from nbbatch.manifest.entries import ENTRY_FIELDS, SURROGATE_ESCAPE, find_lone_surrogate
+from nbbatch.text import format_path, kind_of
 
 SUFFIXES = (".csv", ".jsonl", ".ndjson")
 _IMAGE_SEPARATORS = re.compile(r"[;|]")
 _ALLOWED = ", ".join(ENTRY_FIELDS)
 
 
-def read_rows(path: Path, display: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line, raw entry) for each prompt in the file; `display` names it in errors.
-    Raises ManifestError for a malformed file, OSError when it cannot be read."""
-    if path.suffix.lower() == ".csv":
-        return _csv_rows(path, display)
-    return _jsonl_rows(path, display)
+def read_rows(f: IO[bytes], suffix: str, display: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line, raw entry) for each prompt in the open file `f` (a .csv, else JSONL);
+    `display` names it in errors. Raises ManifestError for a malformed file, OSError when it
+    cannot be read."""
+    if suffix.lower() == ".csv":
+        return _csv_rows(f, display)
+    return _jsonl_rows(f, display)
 
 
 def _text_lines(f: IO[bytes], display: str) -> Iterator[str]:
@@ -41,40 +41,44 @@ def _text_lines(f: IO[bytes], display: str) -> Iterator[str]:
                                 line=number) from None
 
 
-def _csv_rows(path: Path, display: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _csv_rows(f: IO[bytes], display: str) -> Iterator[tuple[int, dict[str, Any]]]:
     def fail(message: str, line: int, field: str | None = None) -> ManifestError:
         return ManifestError(message, file=display, line=line, field=field)
 
-    with open(path, "rb") as f:
-        reader = csv.reader(_text_lines(f, display))
-        try:
-            header = [name.strip() for name in next(reader, [])]
-            _check_header(header, fail)
-            width, prev = len(header), reader.line_num
-            for row in reader:
-                line, prev = prev + 1, reader.line_num
-                if not row:
-                    continue
-                if len(row) != width:
-                    raise fail(f"this row has {len(row)} cells but the header has {width} "
-                               "columns (quote cells that contain a comma)", line)
-                entry: dict[str, Any] = {
-                    name: cell for name, cell in zip(header, map(str.strip, row), strict=True)
-                    if cell
-                }
-                if "count" in entry:
-                    count = entry["count"]
-                    if not (count.isascii() and count.isdigit()):
-                        raise fail(f"must be a whole number from 1 to 100, got {count!r}", line,
-                                   "count")
-                    entry["count"] = int(count)
-                if "images" in entry:
-                    entry["images"] = [
-                        p.strip() for p in _IMAGE_SEPARATORS.split(entry["images"]) if p.strip()
-                    ]
-                yield line, entry
-        except csv.Error as e:
-            raise fail(f"malformed CSV: {e}", reader.line_num) from None
+    # strict: a stray quote is an error at its row, not a cell that swallows the rest of
+    # the file (the lax reader runs a quoted cell on to the next quote, or to the end).
+    reader = csv.reader(_text_lines(f, display), strict=True)
+    prev = 0
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        _check_header(header, fail)
+        width, prev = len(header), reader.line_num
+        for row in reader:
+            line, prev = prev + 1, reader.line_num
+            if not row:
+                continue
+            if len(row) != width:
+                raise fail(f"this row has {len(row)} cells but the header has {width} "
+                           "columns (quote cells that contain a comma)", line)
+            entry: dict[str, Any] = {
+                name: cell for name, cell in zip(header, map(str.strip, row), strict=True)
+                if cell
+            }
+            if "count" in entry:
+                count = entry["count"]
+                if not (count.isascii() and count.isdigit()):
+                    raise fail(f"must be a whole number from 1 to 100, got {count!r}", line,
+                               "count")
+                entry["count"] = int(count)
+            if "images" in entry:
+                entry["images"] = [
+                    p.strip() for p in _IMAGE_SEPARATORS.split(entry["images"]) if p.strip()
+                ]
+            yield line, entry
+    except csv.Error as e:
+        raise fail(f"malformed CSV in the row that starts here ({e}): a quoted cell must "
+                   'close with a quote right before a comma or the end of its line; write a '
+                   'quote inside a quoted cell as ""', prev + 1) from None
 
 
 def _check_header(header: list[str], fail: Any) -> None:
@@ -102,23 +106,25 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _jsonl_rows(path: Path, display: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _jsonl_rows(f: IO[bytes], display: str) -> Iterator[tuple[int, dict[str, Any]]]:
     decode = json.JSONDecoder(object_pairs_hook=_no_duplicates).decode
-    with open(path, "rb") as f:
-        for line, text in enumerate(_text_lines(f, display), 1):
-            if not text or text.isspace():
-                continue
-            try:
-                obj = decode(text)
-            except _DuplicateKey as e:
-                raise ManifestError(f"duplicate key {e.args[0]!r}", file=display,
-                                    line=line) from None
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"invalid JSON: {e.msg} (column {e.colno})",
-                                    file=display, line=line) from None
-            except RecursionError:
-                raise ManifestError("JSON nested too deeply", file=display, line=line) from None
-            if type(obj) is not dict:
-                raise ManifestError('each line must be a JSON object such as {"prompt": "..."}, '
-                                    f"got {kind_of(obj)}", file=display, line=line)
-            yield line, obj
+    for line, text in enumerate(_text_lines(f, display), 1):
+        if not text or text.isspace():
+            continue
+        try:
+            obj = decode(text)
+        except _DuplicateKey as e:
+            raise ManifestError(f"duplicate key {e.args[0]!r}", file=display,
+                                line=line) from None
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"invalid JSON: {e.msg} (column {e.colno})",
+                                file=display, line=line) from None
+        except RecursionError:
+            raise ManifestError("JSON nested too deeply", file=display, line=line) from None
+        if type(obj) is not dict:
+            raise ManifestError('each line must be a JSON object such as {"prompt": "..."}, '
+                                f"got {kind_of(obj)}", file=display, line=line)
+        if SURROGATE_ESCAPE.search(text) and (found := find_lone_surrogate(obj)):
+            raise ManifestError(found[1], file=display, line=line,
+                                field=format_path(found[0]) or None)
+        yield line, obj

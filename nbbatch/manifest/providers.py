@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
 
 from nbbatch import catalog
 from nbbatch.errors import OptionError
@@ -16,6 +19,7 @@ from nbbatch.manifest.entries import EntryError, check_entry
 from nbbatch.manifest.sections import SectionError, build_section, section_keys
 from nbbatch.model import ProviderConfig
 from nbbatch.providers import registry
+from nbbatch.redaction import looks_like_a_key
 from nbbatch.text import kind_of, shown
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -64,13 +68,42 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
                           config.model, options)
 
 
+def base_url_problem(url: str) -> str | None:
+    """Why `url` cannot serve as a base URL (requests are sent to it plus a path), or None."""
+    if not url.startswith(("https://", "http://")):
+        return "must start with https:// (or http://)"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "must not contain spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when it is not a number from 0 to 65535
+        httpx.URL(url)
+    except ValueError as exc:  # httpx.InvalidURL is one too
+        return f"is not a valid URL ({exc})"
+    if not parts.hostname:
+        return "names no host (write it as https://host or http://host:port)"
+    if port == 0:
+        return "port 0 cannot be connected to"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password: keys go in api_key_env"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "must not have a query (?) or fragment (#): paths are appended to it"
+    return None
+
+
 def _check_common(config: ProviderConfig, at: tuple[Any, ...]) -> None:
-    if config.api_key_env is not None and not _ENV_NAME_RE.fullmatch(config.api_key_env):
-        raise SectionError((*at, "api_key_env"), "must be the NAME of the environment variable "
-                           "that holds the key (letters, digits, _), never the key itself")
-    if config.base_url is not None and not config.base_url.startswith(("https://", "http://")):
-        raise SectionError((*at, "base_url"), "must start with https:// (or http://), got "
-                                              f"{shown(config.base_url)}")
+    name = config.api_key_env
+    if name is not None and (looks_like_a_key(name) or not _ENV_NAME_RE.fullmatch(name)):
+        # Never echoed: what is written here may be the key itself.
+        what = "looks like an API key itself; it " if looks_like_a_key(name) else ""
+        example = (registry.spec(config.name).key_variables or ("MY_API_KEY",))[0]
+        raise SectionError((*at, "api_key_env"), f"{what}must be the NAME of the environment "
+                           "variable that holds the key (letters, digits, _), never the key "
+                           f"itself: export {example}=... and write api_key_env: {example}")
+    if config.base_url is not None:
+        problem = base_url_problem(config.base_url)
+        if problem:
+            raise SectionError((*at, "base_url"), f"{problem}, got {shown(config.base_url)}")
     if config.model is not None:
         try:
             check_entry({"model": config.model}, ("model",))

@@ -1,7 +1,7 @@
 """Providers: a name in the manifest -> a configured Provider, through the registry.
 
 API keys come from the environment mapping the caller passes in (core code never reads
-os.environ); a missing key is a usage error before anything is sent.
+os.environ); a missing or malformed key is a usage error before anything is sent (keys.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from nbbatch.errors import MissingKeyError, UsageError
+from nbbatch.errors import UsageError
 from nbbatch.model import ProviderConfig
 from nbbatch.providers import registry
 from nbbatch.providers.base import (
@@ -20,6 +20,7 @@ from nbbatch.providers.base import (
     Provider,
     ReferenceImage,
 )
+from nbbatch.providers.keys import key_variables, resolve_api_key
 
 __all__ = [
     "BatchClient",
@@ -30,26 +31,8 @@ __all__ = [
     "create_batch_client",
     "create_provider",
     "key_variables",
+    "resolve_api_key",
 ]
-
-
-def key_variables(config: ProviderConfig) -> tuple[str, ...]:
-    if config.api_key_env:
-        return (config.api_key_env,)
-    return registry.spec(config.name).key_variables
-
-
-def resolve_api_key(config: ProviderConfig, env: Mapping[str, str]) -> str | None:
-    """The key for `config`, or None for a provider that needs none (as configured)."""
-    names = key_variables(config)
-    if not names:
-        return None
-    for name in names:
-        if env.get(name, "").strip():
-            return env[name].strip()
-    wanted = " (or ".join(names) + ")" * (len(names) - 1)
-    raise MissingKeyError(f"No API key for provider '{config.name}': set {wanted} in the "
-                          "environment.")
 
 
 def create_provider(

@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterable
 from typing import IO, Any
 
+from nbbatch.providers.answer_json import parse_json
+
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -29,11 +31,9 @@ def encoded_size(doc: Any) -> int:
 
 
 def parse_line(line: bytes) -> dict[str, Any] | None:
-    """A result line as a JSON object, or None (not JSON, truncated, not an object)."""
-    try:
-        doc = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
+    """A result line as a JSON object, or None (not JSON, truncated, not an object, or more
+    values than an answer holds: answer_json.py)."""
+    doc = parse_json(line)
     return doc if isinstance(doc, dict) else None
 
 

@@ -9,7 +9,6 @@ GeneratedImage or a ProviderError, never in a KeyError.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
@@ -27,14 +26,16 @@ from nbbatch.errors import (
     UnknownModelError,
 )
 from nbbatch.images import NotAnImageError, detect_image
+from nbbatch.providers.answer_json import unparsed
 from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageRequest
 from nbbatch.providers.wire import (
     as_dict,
     as_text,
     describe_body,
     get,
-    parse_object,
+    parse_json,
     retry_after_from_headers,
+    server_delay,
 )
 from nbbatch.redaction import Redactor
 from nbbatch.text import shown
@@ -128,8 +129,7 @@ def classify_document(
         if doc is None:
             # A cut-off JSON answer was probably generated, so possibly billed; a portal's page not.
             cut_json = body.lstrip()[:1] in (b"{", b"[")
-            message = ("truncated or invalid JSON" if cut_json
-                       else describe_body(status, body, redact))
+            message = unparsed(body) if cut_json else describe_body(status, body, redact)
             raise TransientError(redact.message(message), possibly_billed=cut_json, **ctx)
         return _read_content(doc, ctx, model, redact)
     code = status
@@ -290,7 +290,7 @@ def _retry_delay(details: list[dict[str, Any]]) -> float | None:
     for detail in details:
         match = _DURATION.match(as_text(get(detail, "retryDelay", "retry_delay")) or "")
         if match:
-            return float(match.group(1))
+            return server_delay(float(match.group(1)))
     return None
 
 
@@ -311,14 +311,10 @@ def _b64decode(text: str) -> bytes:
 
 
 def _parse(body: bytes) -> dict[str, Any] | None:
-    if body.lstrip()[:1] == b"[":  # streaming endpoints wrap answers in a list
-        try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
-        return doc[0] if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], dict) \
-            else None
-    return parse_object(body)
+    doc = parse_json(body)
+    if isinstance(doc, list):  # streaming endpoints wrap answers in a list
+        return doc[0] if len(doc) == 1 and isinstance(doc[0], dict) else None
+    return doc if isinstance(doc, dict) else None
 
 
 def _suffix(detail: str | None) -> str:

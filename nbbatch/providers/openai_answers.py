@@ -25,6 +25,7 @@ from nbbatch.errors import (
     TransientError,
     UnknownModelError,
 )
+from nbbatch.providers.answer_json import unparsed
 from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageLink
 from nbbatch.providers.wire import (
     as_dict,
@@ -84,15 +85,16 @@ def classify_document(
     quoted). Batch results arrive as documents inside a file."""
     headers = httpx.Headers(headers)
     usage = redact.scrub(as_dict(get(doc, "usage"))) or None
+    request_id = headers.get("x-request-id")
     ctx: dict[str, Any] = {"provider": provider, "status": status,
-                           "request_id": headers.get("x-request-id"), "usage": usage}
+                           "request_id": redact(request_id) if request_id else None,
+                           "usage": usage}
     error = get(doc, "error")
     if 200 <= status < 300 and error is None:
         if doc is None:
             # A cut-off JSON answer was probably generated, so possibly billed; a portal's page not.
             cut_json = body.lstrip()[:1] in (b"{", b"[")
-            message = ("truncated or invalid JSON" if cut_json
-                       else describe_body(status, body, redact))
+            message = unparsed(body) if cut_json else describe_body(status, body, redact)
             raise TransientError(redact.message(message), possibly_billed=cut_json, **ctx)
         return _read_success(doc, ctx, model, redact)
     _raise_for_error(status, headers, body, doc, ctx, redact, model, key_env)
@@ -103,7 +105,8 @@ def _read_success(
 ) -> GeneratedImage | ImageLink:
     data = doc.get("data")
     first = as_dict(data[0]) if isinstance(data, list) and data else {}
-    text = as_text(first.get("revised_prompt"))
+    revised = as_text(first.get("revised_prompt"))
+    text = redact(revised) if revised else None  # what the server says is kept: no echoes
     usage = ctx["usage"] or {}
     encoded = first.get("b64_json")
     if isinstance(encoded, str) and encoded:

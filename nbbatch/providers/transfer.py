@@ -14,14 +14,8 @@ from typing import IO
 import httpx
 
 from nbbatch.errors import FatalError, TransientError
-from nbbatch.providers.wire import (
-    RawResponse,
-    Redact,
-    _BodyTooLarge,
-    _describe,
-    _exchange,
-    _read_capped,
-)
+from nbbatch.providers.body import BadEncoding, BodyTooLarge, decoded, read_capped
+from nbbatch.providers.wire import RawResponse, Redact, _describe, _exchange
 
 _ERROR_BODY_BYTES = 1 << 20  # an error answer to a download is a short JSON document
 
@@ -73,14 +67,14 @@ async def get_lines(
         async with client.stream("GET", url, headers={**headers},
                                  timeout=httpx.Timeout(timeout)) as response:
             if not 200 <= response.status_code < 300:
-                body = await _read_capped(response, _ERROR_BODY_BYTES)
+                body = await read_capped(response, _ERROR_BODY_BYTES)
                 raise on_error(RawResponse(response.status_code, response.headers, body,
                                            time.monotonic() - start))
             # A line's pieces are joined once, when its end arrives: each byte is copied
             # once on its way to the caller (lines of 1.5 MB come in 64 KB reads).
             parts: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
+            async for chunk in decoded(response):  # pieces of bounded size, however packed
                 begin = 0
                 while (end := chunk.find(b"\n", begin)) >= 0:
                     piece = chunk[begin:end]
@@ -96,9 +90,11 @@ async def get_lines(
                                          f"{max_line_bytes} bytes", provider=provider)
             if (last := b"".join(parts)).strip():
                 yield last
-    except _BodyTooLarge:
+    except BodyTooLarge:
         raise TransientError(f"error response larger than {_ERROR_BODY_BYTES} bytes",
                              provider=provider) from None
+    except BadEncoding as exc:
+        raise TransientError(f"download failed: {exc}", provider=provider) from None
     except httpx.TimeoutException as exc:
         raise TransientError(redact(f"download stalled: {_describe(exc)}"),
                              provider=provider) from None

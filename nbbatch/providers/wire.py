@@ -7,7 +7,6 @@ Nothing raised from this module carries the API key: every message goes through 
 
 from __future__ import annotations
 
-import asyncio
 import json as jsonlib
 import math
 import re
@@ -22,7 +21,10 @@ import httpx
 
 from nbbatch.errors import FatalError, TransientError
 from nbbatch.images import NotAnImageError, detect_image
+from nbbatch.providers.answer_json import parse_json
 from nbbatch.providers.base import GeneratedImage
+from nbbatch.providers.body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_capped
+from nbbatch.providers.deadline import running_deadline
 from nbbatch.redaction import Redactor
 
 Redact = Callable[[str], str]
@@ -44,15 +46,30 @@ class RawResponse:
 
 def new_client(transport: httpx.AsyncBaseTransport | None, timeout: float) -> httpx.AsyncClient:
     """One client per provider. Redirects are never followed (the key must not travel to
-    another host); the total deadline is enforced around each request by the functions
-    below, and httpx's per-operation timeout, a little above it, only backs that up."""
+    another host). The total deadline is enforced around each request by the functions
+    below, in time the process was running (deadline.py); httpx times only the connection,
+    since its own timers would fire on an answer that arrived while the process was stopped.
+    Bodies are decoded by body.py, within their cap."""
     return httpx.AsyncClient(transport=transport, follow_redirects=False,
-                             timeout=httpx.Timeout(timeout + 5),
-                             headers={"User-Agent": "nbbatch"})
+                             timeout=httpx.Timeout(None, connect=timeout),
+                             headers={"User-Agent": "nbbatch",
+                                      "Accept-Encoding": ACCEPT_ENCODING})
 
 
 def redactor(secret: str | None) -> Redactor:
     return Redactor([secret])
+
+
+# Seconds: a server that asks for longer asks for "not today" (31 years is as good as never).
+LONGEST_SERVER_DELAY = 1e9
+
+
+def server_delay(seconds: float) -> float | None:
+    """A delay a server asked for, made sane: None for NaN or a negative number, and at most
+    LONGEST_SERVER_DELAY (an overflow such as 1e400 or 300 digits reads as infinite)."""
+    if math.isnan(seconds) or seconds < 0:
+        return None
+    return min(seconds, LONGEST_SERVER_DELAY)
 
 
 def retry_after_from_headers(
@@ -60,28 +77,25 @@ def retry_after_from_headers(
 ) -> float | None:
     """Seconds the server asks to wait: `retry-after-ms`, else `Retry-After` (seconds or date)."""
     headers = httpx.Headers(headers)  # case-insensitive lookups whatever we were given
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
+    for name, per_second in (("retry-after-ms", 1000), ("retry-after", 1)):
+        text = (headers.get(name) or "").strip()
         try:
-            value = float(millis) / 1000
-        except ValueError:
-            value = -1.0
-        if 0 <= value < float("inf"):
+            value = server_delay(float(text) / per_second) if text else None
+        except ValueError:  # Retry-After may be an HTTP date
+            value = _seconds_until(text, now) if per_second == 1 else None
+        if value is not None:
             return value
-    text = (headers.get("retry-after") or "").strip()
-    if not text:
-        return None
+    return None
+
+
+def _seconds_until(date: str, now: float | None) -> float | None:
     try:
-        value = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:  # "-0000": HTTP dates are always UTC
-            when = when.replace(tzinfo=UTC)
-        value = max(0.0, when.timestamp() - (time.time() if now is None else now))
-    return value if 0 <= value < float("inf") else None
+        when = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": HTTP dates are always UTC
+        when = when.replace(tzinfo=UTC)
+    return server_delay(max(0.0, when.timestamp() - (time.time() if now is None else now)))
 
 
 async def post_json(
@@ -177,22 +191,32 @@ async def _exchange(
     start = time.monotonic()
     try:
         # httpx's timeouts are per read; the whole exchange gets one deadline here.
-        async with asyncio.timeout(timeout):
+        async with running_deadline(timeout) as deadline:
             request = client.build_request(
                 method, url, **body, headers={**headers}, extensions={"trace": trace}
             )
             response = await client.send(request, stream=True, follow_redirects=follow_redirects)
             try:
                 got_headers = True
-                body_bytes = await _read_capped(response, max_bytes)
+                body_bytes = await read_capped(response, max_bytes)
+                deadline.complete()  # a whole answer is used, whatever the clock says now
             finally:
                 await response.aclose()
     except TimeoutError:
         raise transient(
             f"no complete response within {timeout:g} s", sent or got_headers
         ) from None
-    except _BodyTooLarge:
+    except BodyTooLarge:
         raise transient(f"response larger than {max_bytes} bytes", True) from None
+    except BadEncoding as exc:
+        raise transient(str(exc), True) from None
+    except httpx.LocalProtocolError as exc:  # the request itself cannot be sent as built
+        raise FatalError(redact(f"cannot send the request to {url}: {exc}"),
+                         provider=provider) from None
+    except UnicodeEncodeError:  # a header value that is not ASCII: never echoed, it may be a key
+        raise FatalError("cannot send the request: a header value is not ASCII text (check "
+                         "the API key variable and the provider's options)",
+                         provider=provider) from None
     except httpx.UnsupportedProtocol as exc:
         raise FatalError(
             redact(f"cannot send to {url}: {exc} (check base_url)"), provider=provider
@@ -210,23 +234,6 @@ async def _exchange(
     )
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
-    # Refuse early when the server announces the size; count bytes anyway, it may not have.
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise _BodyTooLarge
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > max_bytes:
-            raise _BodyTooLarge
-    return bytes(body)
-
-
 def _describe(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
@@ -235,11 +242,8 @@ def _describe(exc: Exception) -> str:
 
 
 def parse_object(body: bytes) -> dict[str, Any] | None:
-    """The body as a JSON object, or None: not JSON, truncated, bad UTF-8, absurdly nested."""
-    try:
-        doc = jsonlib.loads(body)
-    except (ValueError, RecursionError):
-        return None
+    """The body as a JSON object, or None (see parse_json)."""
+    doc = parse_json(body)
     return doc if isinstance(doc, dict) else None
 
 

@@ -54,8 +54,9 @@ class SimulatorOptions:
             if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
                 raise ValueError(f"{name}: fault rate must be a number from 0 to 1, got {rate!r}")
         for name in ("retry_delay", "hang", "batch_duration"):
-            if not isinstance(getattr(self, name), int | float) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0")
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value < float("inf"):
+                raise ValueError(f"{name} must be a number of seconds >= 0 (and finite)")
         if self.daily_quota is not None and (
             not isinstance(self.daily_quota, int) or self.daily_quota < 0
         ):

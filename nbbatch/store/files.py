@@ -1,8 +1,10 @@
-"""Image files in the output folder: their names, atomic writes, and crash recovery.
+"""Image files in the output folder: atomic writes, room to write, and crash recovery.
 
 An image is written to a temporary name in the same folder, flushed, fsynced and renamed into
 place, so no reader ever sees half an image. The temporary name carries the image's hash, so
-after a crash the ledger's save intent tells a finished temporary file from a torn one.
+after a crash the ledger's save intent tells a finished temporary file from a torn one; only
+names of that exact shape are cleaned up at start-up (another program's `.x.tmp` is its own).
+Which name an image takes is decided in naming.py.
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 from pathlib import Path
 
-from nbbatch.errors import StorageError, UnsafeFolderError
+from nbbatch.errors import StorageError
+from nbbatch.store.paths import refuse_unsafe
 
 IMAGES_DIR = "images"
 TEMP_SUFFIX = ".tmp"
+# .NAME.<16 hex of its SHA-256>.tmp, NAME being an image file name as nbbatch makes them.
+TEMP_NAME = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._~-]*\.(?:png|jpg|webp|bin)\.[0-9a-f]{16}"
+                       + re.escape(TEMP_SUFFIX))
+MIN_FREE_BYTES = 16 * 2**20  # room checked for before a request: a 4K PNG is a few MB
 
 
 def image_file_name(item_id: str, index: int, count: int, extension: str) -> str:
@@ -57,28 +65,32 @@ class ImageStore:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.images = out / IMAGES_DIR
+        self.largest = 0  # bytes of the largest image written: what the next may need
+
+    def check_room(self) -> None:
+        """Before paying for an image: StorageError when images/ could not take it now."""
+        need = max(MIN_FREE_BYTES, 2 * self.largest)
+        try:
+            writable = os.access(self.images, os.W_OK | os.X_OK)
+            fs = os.statvfs(self.images)
+        except OSError as exc:
+            raise StorageError(f"cannot write to {self.images}: {exc.strerror}") from None
+        if not writable:
+            raise StorageError(f"cannot write to {self.images}: permission denied")
+        free = fs.f_bavail * fs.f_frsize
+        if free < need:
+            raise StorageError(f"only {free / 2**20:.1f} MB free on the disk of {self.images} "
+                               f"(the disk is full; an image needs up to {need / 2**20:.0f} "
+                               "MB): free some space and run again")
 
     def prepare(self) -> None:
         # Checked before mkdir too: a dangling link would otherwise read as "File exists".
-        self._check_images_folder()
-        try:
-            self.images.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create {self.images}: {exc.strerror}") from exc
-        self._check_images_folder()
-
-    def _check_images_folder(self) -> None:
-        if self.images.is_symlink() or (
-            self.images.exists() and not self.images.resolve().is_relative_to(self.out.resolve())
-        ):
-            raise UnsafeFolderError(
-                f"{self.images} is a symbolic link: images would be written outside the output "
-                "folder; remove the link and run again"
-            )
-        if self.images.exists() and not self.images.is_dir():
-            raise UnsafeFolderError(
-                f"{self.images} is a file, not a folder; move it away and run again"
-            )
+        if not refuse_unsafe(self.images, folder=True):
+            try:
+                self.images.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create {self.images}: {exc.strerror}") from exc
+            refuse_unsafe(self.images, folder=True)
 
     def relative(self, name: str) -> str:
         return f"{IMAGES_DIR}/{name}"
@@ -109,8 +121,9 @@ class ImageStore:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink()
-            hint = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+            hint = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
             raise StorageError(f"cannot write {final}: {exc.strerror}{hint}") from exc
+        self.largest = max(self.largest, len(data))
         # The image is in place and its bytes are on disk. Syncing the folder only makes the
         # new name durable across a power cut; some file systems refuse it (EINVAL), and
         # failing here would leave a finished image that the ledger calls pending.
@@ -134,10 +147,13 @@ class ImageStore:
         return False
 
     def remove_temp_files(self) -> int:
-        """Delete temporary files left by a crash; call only while holding the folder lock."""
+        """Delete nbbatch's own temporary files left by a crash (nothing else: other programs
+        keep theirs here too); call only while holding the folder lock."""
         removed = 0
         if self.images.is_dir():
             for path in self.images.glob(f".*{TEMP_SUFFIX}"):
+                if not TEMP_NAME.fullmatch(path.name):
+                    continue
                 try:
                     path.unlink()
                     removed += 1

@@ -12,7 +12,9 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from nbbatch.errors import LedgerError
 from nbbatch.model import Item
+from nbbatch.store.connection import json_cell
 
 _COLUMNS = "id, seq, prompt, provider, model, aspect_ratio, image_size, count, refs, fingerprint"
 _FIELDS = _COLUMNS.split(", ")[1:]
@@ -70,7 +72,13 @@ def load_items(conn: sqlite3.Connection) -> Iterator[Item]:
         " (SELECT id FROM images WHERE in_manifest = 1) ORDER BY seq"
     )
     for id_, _seq, prompt, provider, model, ratio, size, count, refs, _fp in rows:
-        pairs = json.loads(refs) if refs else []
+        pairs = json_cell(refs) if refs else []
+        if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                for p in pairs):
+            # Guessing would send a different request: better to ask for the manifest.
+            raise LedgerError(f"the ledger's record of item {id_!r} is damaged (its reference "
+                              "images); use nbbatch run MANIFEST to continue")
         yield Item(id=id_, prompt=prompt, provider=provider, model=model, aspect_ratio=ratio,
                    image_size=size, count=count,
                    references=tuple(Path(path) for path, _ in pairs),

@@ -7,15 +7,18 @@ can say who holds the folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
 from nbbatch.errors import FolderLockedError, StorageError, UnsafeFolderError
+from nbbatch.store.paths import kind_of_file
 
 LOCK_FILE = ".nbbatch.lock"
 HOLDER_WAIT = 1.0  # seconds to wait for a new holder to write its name into the lock file
@@ -48,24 +51,39 @@ class FolderLock:
                 f"({holder or 'holder unknown'}); wait for it to finish, or run again later"
             ) from None
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+        except OSError as exc:  # the disk is full: the lock is held, the name cannot be told
+            os.close(fd)
+            raise StorageError(f"cannot write the lock file {self.path}: "
+                               f"{_reason(exc)}") from None
         self._fd = fd
 
     def _open(self) -> int:
-        # O_NOFOLLOW: a lock file planted as a link must not make us truncate its target.
+        # O_NOFOLLOW: a lock file planted as a link must not make us truncate its target;
+        # O_NONBLOCK: one planted as a pipe must not hang the run.
         try:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                         0o644)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UnsafeFolderError(
                     f"{self.path} is a symbolic link; remove it and run again"
                 ) from None
-            raise StorageError(f"cannot create the lock file {self.path}: {exc.strerror}") from exc
+            raise StorageError(f"cannot create the lock file {self.path}: "
+                               f"{_reason(exc)}") from exc
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise UnsafeFolderError(f"{self.path} is {kind_of_file(mode)}, not a lock file; "
+                                    "remove it and run again")
+        return fd
 
     def release(self) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
+            with contextlib.suppress(OSError):  # the name is only a courtesy to the next run
+                os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -78,15 +96,22 @@ class FolderLock:
         self.release()
 
 
+def _reason(exc: OSError) -> str:
+    hint = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return f"{exc.strerror}{hint}"
+
+
 def current_holder(out: Path) -> str | None:
     """Who holds `out` now ("pid 12 on host, since …"), or None when no run does. Reads
     only, so it works on a folder the user cannot write; the shared lock it tries lasts
     an instant, and a run starting meanwhile retries for longer than that."""
     try:
-        fd = os.open(out / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(out / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a pipe planted there holds nothing
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:

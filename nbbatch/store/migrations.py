@@ -155,34 +155,56 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE save_intents ADD COLUMN height INTEGER;
     ALTER TABLE save_intents ADD COLUMN shape_note TEXT;
     """,
+    # 6: prompts are now normalised (line breaks, Unicode NFC) before they are hashed. Rows
+    # written before may hold the fingerprint (and derived id) of the prompt as it was written:
+    # the next sync recognises them by it and moves them to the normalised ones (sync.py), so
+    # nothing is made again.
+    """
+    ALTER TABLE images ADD COLUMN legacy_text INTEGER NOT NULL DEFAULT 0;
+    UPDATE images SET legacy_text = 1;
+    """,
+    # 7: every image file the ledger placed, with the image it belongs to, kept whatever the
+    # manifest becomes: no other image is saved over it (names compared ignoring case, as
+    # case-insensitive file systems do).
+    """
+    CREATE TABLE files (
+        name   TEXT PRIMARY KEY COLLATE NOCASE,  -- "images/x.png"
+        id     TEXT NOT NULL,
+        idx    INTEGER NOT NULL,
+        sha256 TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO files SELECT file, id, idx, coalesce(sha256, '') FROM images
+        WHERE file IS NOT NULL;
+    """,
 ]
+
+
+def schema_version(conn: sqlite3.Connection, path: Path) -> int:
+    """The ledger's schema version; LedgerError for a foreign SQLite file or a newer schema."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    empty = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    if app_id != APPLICATION_ID and not (app_id == 0 and version == 0 and empty):
+        raise LedgerError(
+            f"{path} is a SQLite database but not an nbbatch ledger; "
+            "move it away or choose another output folder"
+        )
+    if version > len(MIGRATIONS):
+        raise LedgerError(
+            f"{path} was written by a newer nbbatch (ledger schema {version}, this "
+            f"version knows up to {len(MIGRATIONS)}); upgrade nbbatch to use it"
+        )
+    return int(version)
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Bring the ledger at `path` to the current schema, refusing foreign or newer files."""
-
-    def checked_version() -> int:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        empty = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
-        if app_id != APPLICATION_ID and not (app_id == 0 and version == 0 and empty):
-            raise LedgerError(
-                f"{path} is a SQLite database but not an nbbatch ledger; "
-                "move it away or choose another output folder"
-            )
-        if version > len(MIGRATIONS):
-            raise LedgerError(
-                f"{path} was written by a newer nbbatch (ledger schema {version}, this "
-                f"version knows up to {len(MIGRATIONS)}); upgrade nbbatch to use it"
-            )
-        return int(version)
-
     # The common case (current schema) only reads, so `status` beside a run takes no lock.
-    if checked_version() == len(MIGRATIONS):
+    if schema_version(conn, path) == len(MIGRATIONS):
         return
     conn.execute("BEGIN IMMEDIATE")  # one migrator at a time; the next one sees its work
     try:
-        version = checked_version()
+        version = schema_version(conn, path)
         for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
             if callable(step):
                 step(conn)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from nbbatch.store.connection import json_cell
 
 Key = tuple[str, int]  # (item id, index 1..count)
 
@@ -16,6 +17,9 @@ class PlannedImage:
     fingerprint: str
     position: int  # order in the manifest
     estimate_usd: float = 0.0  # what making it is expected to cost
+    # What a ledger written before prompts were normalised may know it by (None: the same).
+    legacy_id: str | None = None
+    legacy_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +122,7 @@ class RunRecord:
     started_at: float
     finished_at: float | None
     manifest: str
-    options: dict
+    options: dict | None  # None: the record is damaged
     cwd: str
     pid: int
     exit_code: int | None
@@ -152,13 +156,15 @@ _USAGE = _IMAGE_FIELDS.index("usage")
 
 
 def image_row(row: tuple[Any, ...]) -> ImageRow:
-    """An ImageRow from the IMAGE_COLUMNS of one row (usage is JSON). The columns come in
-    the order of ImageRow's fields (a test checks it): positional, for 100,000 rows."""
+    """An ImageRow from the IMAGE_COLUMNS of one row (usage is JSON; a damaged cell reads as
+    no report). The columns come in the order of ImageRow's fields (a test checks it):
+    positional, for 100,000 rows."""
     usage = row[_USAGE]
     if usage is None:
         return ImageRow(*row)
     values = list(row)
-    values[_USAGE] = json.loads(usage)
+    report = json_cell(usage)
+    values[_USAGE] = report if isinstance(report, dict) else None
     return ImageRow(*values)
 
 

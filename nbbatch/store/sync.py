@@ -18,16 +18,19 @@ def sync_images(conn: sqlite3.Connection, images: Iterable[PlannedImage]) -> Syn
     """
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS plan (id TEXT, idx INTEGER, fingerprint TEXT,"
-        " position INTEGER, estimate_usd REAL, PRIMARY KEY (id, idx)) WITHOUT ROWID"
+        " position INTEGER, estimate_usd REAL, legacy_id TEXT, legacy_fingerprint TEXT,"
+        " PRIMARY KEY (id, idx)) WITHOUT ROWID"
     )
     conn.execute("DELETE FROM plan")
     try:
         conn.executemany(
-            "INSERT INTO plan VALUES (?, ?, ?, ?, ?)",
-            ((i.id, i.index, i.fingerprint, i.position, i.estimate_usd) for i in images),
+            "INSERT INTO plan VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((i.id, i.index, i.fingerprint, i.position, i.estimate_usd,
+              i.legacy_id, i.legacy_fingerprint) for i in images),
         )
     except sqlite3.IntegrityError as exc:
         raise ValueError(f"duplicate image key in the plan: {exc}") from exc
+    _adopt_legacy_rows(conn)
     total = conn.execute("SELECT count(*) FROM plan").fetchone()[0]
     now = time.time()
     removed = conn.execute(
@@ -67,3 +70,35 @@ def sync_images(conn: sqlite3.Connection, images: Iterable[PlannedImage]) -> Syn
     conn.execute("DELETE FROM plan")
     return SyncResult(new=new, changed=changed, unchanged=total - new - changed,
                       removed=removed)
+
+
+def _adopt_legacy_rows(conn: sqlite3.Connection) -> None:
+    """Rows written before prompts were normalised (legacy_text = 1) that hold the fingerprint
+    of an image's prompt as written take its normalised fingerprint, and its new derived id
+    when that changed (attempts, save intents and files follow). Once the manifest names a
+    row, it is compared by the normalised fingerprint alone from then on."""
+    if conn.execute("SELECT 1 FROM images WHERE legacy_text = 1 LIMIT 1").fetchone() is None:
+        return
+    renames = conn.execute(
+        "SELECT p.id, i.id, i.idx FROM images i JOIN plan p"
+        " ON i.id = p.legacy_id AND i.idx = p.idx AND i.fingerprint = p.legacy_fingerprint"
+        " WHERE i.legacy_text = 1 AND p.legacy_id <> p.id"
+        " AND NOT EXISTS (SELECT 1 FROM images j WHERE j.id = p.id AND j.idx = p.idx)"
+    ).fetchall()
+    if renames:
+        conn.execute("PRAGMA defer_foreign_keys = ON")  # children and parent move together
+        for table in RENAMED_WITH_IMAGES:
+            conn.executemany(f"UPDATE {table} SET id = ? WHERE id = ? AND idx = ?", renames)
+    conn.execute(
+        "UPDATE images SET fingerprint = p.fingerprint FROM plan p"
+        " WHERE images.legacy_text = 1 AND images.id = p.id AND images.idx = p.idx"
+        " AND images.fingerprint = p.legacy_fingerprint"
+    )
+    conn.execute(
+        "UPDATE images SET legacy_text = 0 WHERE legacy_text = 1 AND EXISTS"
+        " (SELECT 1 FROM plan p WHERE p.id = images.id AND p.idx = images.idx)"
+    )
+
+
+# Tables whose rows belong to an image by (id, idx): an image renamed takes them along.
+RENAMED_WITH_IMAGES = ("images", "attempts", "save_intents", "files", "batch_requests")
