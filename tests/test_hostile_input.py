@@ -249,6 +249,18 @@ def test_a_lock_file_that_is_a_pipe_is_refused_at_once(tmp_path, sent):
     assert time.monotonic() - started < 5
 
 
+def test_status_beside_a_lock_file_that_is_a_pipe_does_not_hang(tmp_path):
+    manifest = write(tmp_path, defaults={"provider": "simulator"}, providers={"simulator": {}})
+    assert CliRunner().invoke(app, ["run", manifest, "--quiet"]).exit_code == 0
+    lock = tmp_path / "out/.nbbatch.lock"
+    lock.unlink()
+    os.mkfifo(lock)  # nobody writes to it: opening it to read would wait for ever
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["status", "out"])
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 5
+
+
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"CWD": 5}', b'{"CWD": [1]}',
                                      b"\xff\xfe",
                                      b'{"' + b"[" * 100000 + b'"}', "a pipe"])
