@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import nbbatch.store.atomic
 import nbbatch.store.files
 from nbbatch.engine.budget import Budget
 from nbbatch.errors import ExitCode, TransientError
@@ -92,7 +93,7 @@ class FailingWrites:
 
 def test_an_image_paid_for_and_not_saved_is_counted_and_no_more_follow_than_slots(
         tmp_path, clock, monkeypatch):
-    monkeypatch.setattr(nbbatch.store.files, "os", FailingWrites())
+    monkeypatch.setattr(nbbatch.store.atomic, "os", FailingWrites())
     m = manifest(tmp_path, [f"p{i}" for i in range(12)], concurrency=3, interval=0)
     provider = ScriptedProvider(clock, latency=2)
     summary, ledger, _ = run(tmp_path, m, provider, clock)

@@ -35,6 +35,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+import nbbatch.store.atomic
 import nbbatch.store.files
 from benchmarks.chaos import check_final, inspect_output
 from nbbatch.cli import app
@@ -737,7 +738,7 @@ def test_a_key_echoed_by_the_server_appears_nowhere(tmp_path, monkeypatch):
 
 
 class FailingDisk:
-    """nbbatch.storage's view of `os`: from the moment the save of `victim` begins, every `op`
+    """nbbatch.store.atomic's view of `os`: from the moment the save of `victim` begins, every `op`
     (open, write, fsync or replace of an image file) fails with `err`."""
 
     def __init__(self, op: str, err: int, victim: str) -> None:
@@ -792,7 +793,7 @@ def test_a_failing_disk_stops_the_run_cleanly_and_a_later_run_completes(
     # Latency: the next request is still on its way when a save fails.
     transport = simulator_transport(SimulatorOptions(seed=1, latency=(0.03, 0.03)))
 
-    monkeypatch.setattr(nbbatch.store.files, "os", FailingDisk(op, err, victim="img3"))
+    monkeypatch.setattr(nbbatch.store.atomic, "os", FailingDisk(op, err, victim="img3"))
     summary = run_batch(settings, env={}, cwd=tmp_path, handle_signals=False,
                         transport_factory=lambda name: transport)
     assert summary.exit_code == ExitCode.TEMPFAIL
@@ -809,7 +810,7 @@ def test_a_failing_disk_stops_the_run_cleanly_and_a_later_run_completes(
     snap = inspect_output(out)  # nothing torn, no temporary file, no half-recorded save
     assert snap.files == 3 and not snap.temps and not snap.intents
 
-    monkeypatch.setattr(nbbatch.store.files, "os", os)  # the disk is fine again
+    monkeypatch.setattr(nbbatch.store.atomic, "os", os)  # the disk is fine again
     again = run_batch(settings, env={}, cwd=tmp_path, handle_signals=False,
                       transport_factory=lambda name: transport)
     assert again.exit_code == ExitCode.OK
@@ -866,7 +867,7 @@ def test_a_file_system_that_cannot_sync_folders_still_saves(tmp_path, monkeypatc
     store = nbbatch.store.files.ImageStore(tmp_path)
     store.prepare()
     data = _png_header(1, 1)
-    monkeypatch.setattr(nbbatch.store.files, "os", NoFolderSync())
+    monkeypatch.setattr(nbbatch.store.atomic, "os", NoFolderSync())
     store.write("images/a.png", data, nbbatch.store.files.sha256_hex(data))
     assert (tmp_path / "images/a.png").read_bytes() == data
     assert [p.name for p in (tmp_path / "images").iterdir()] == ["a.png"]

@@ -1,15 +1,13 @@
-"""Atomic file replacement for the gallery's own files (the page and its thumbnails).
+"""The gallery's own files (the page and its thumbnails): their temporary names and cleanup.
 
-A file is written to a temporary name in its final folder, fsynced and renamed into place,
-so a reader or a `kill -9` never meets half a file under its final name. Temporary names
-start with "." and end with TEMP_SUFFIX; a crash may leave one behind, and the next write
-removes those old enough that no live writer can still own them.
+They are put in place by store.atomic. Temporary names start with "." and end with
+TEMP_SUFFIX and carry a random token, so two gallery writers never share one; a crash may
+leave one behind, and the next write removes those old enough that no live writer can still
+own them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import re
 import secrets
@@ -17,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nbbatch.errors import StorageError
+from nbbatch.store.atomic import write_atomically
 
 TEMP_SUFFIX = ".tmp"
 # A temporary file or an unreferenced thumbnail younger than this may belong to another
@@ -42,33 +40,7 @@ def is_temp_name(name: str, is_final_name: Callable[[str], bool]) -> bool:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Place `data` at `path` atomically. Raises StorageError (disk full, no access)."""
-    temp = path.with_name(temp_name(path.name))
-    try:
-        # O_EXCL | O_NOFOLLOW: never write through a planted link or into someone's file.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        hint = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
-        raise StorageError(f"cannot write {path}: {exc.strerror}{hint}") from exc
-
-
-def fsync_folder(path: Path) -> None:
-    """Make renames in `path` durable; some file systems refuse (EINVAL), which is harmless."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_atomically(path, path.with_name(temp_name(path.name)), data)
 
 
 def remove_old_files(folder: Path, wanted: Callable[[str], bool],

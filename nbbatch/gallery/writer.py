@@ -13,9 +13,10 @@ from pathlib import Path
 from nbbatch.errors import StorageError
 from nbbatch.gallery.cards import Card, Totals, card_for, safe_parts
 from nbbatch.gallery.entries import GalleryEntry, GalleryResult
-from nbbatch.gallery.files import atomic_write, fsync_folder, is_temp_name, remove_old_files
+from nbbatch.gallery.files import atomic_write, is_temp_name, remove_old_files
 from nbbatch.gallery.page import PageHeader, render_page
 from nbbatch.gallery.thumbnails import ThumbnailFolder, make_thumbnails, thumbnail_name
+from nbbatch.store.atomic import fsync_folder
 
 GALLERY_FILE = "gallery.html"
 

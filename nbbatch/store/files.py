@@ -9,14 +9,13 @@ Which name an image takes is decided in naming.py.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import os
 import re
 from pathlib import Path
 
 from nbbatch.errors import StorageError
+from nbbatch.store.atomic import fsync_folder, write_atomically
 from nbbatch.store.paths import refuse_unsafe
 
 IMAGES_DIR = "images"
@@ -107,28 +106,8 @@ class ImageStore:
     def write(self, relative: str, data: bytes, sha256: str) -> None:
         """Atomically place `data` at OUT/relative. Raises StorageError (disk full, no access)."""
         final = self._path(relative)
-        temp = self._temp_path(final, sha256)
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, final)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            hint = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-            raise StorageError(f"cannot write {final}: {exc.strerror}{hint}") from exc
+        write_atomically(final, self._temp_path(final, sha256), data)
         self.largest = max(self.largest, len(data))
-        # The image is in place and its bytes are on disk. Syncing the folder only makes the
-        # new name durable across a power cut; some file systems refuse it (EINVAL), and
-        # failing here would leave a finished image that the ledger calls pending.
-        with contextlib.suppress(OSError):
-            _fsync_dir(final.parent)
 
     def recover(self, relative: str, sha256: str) -> bool:
         """Finish a save a crash interrupted. True when OUT/relative now holds those bytes."""
@@ -141,8 +120,7 @@ class ImageStore:
                 os.replace(temp, final)
             except OSError as exc:
                 raise StorageError(f"cannot finish saving {final}: {exc.strerror}") from exc
-            with contextlib.suppress(OSError):
-                _fsync_dir(final.parent)
+            fsync_folder(final.parent)
             return True
         return False
 
@@ -172,10 +150,3 @@ def _file_sha256(path: Path) -> str | None:
     except OSError:
         return None
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
