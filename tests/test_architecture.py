@@ -58,3 +58,35 @@ def test_every_folder_of_the_package_is_a_regular_package():
     """setuptools' find leaves folders without __init__.py out of the wheel."""
     folders = {p.parent for p in PACKAGE.rglob("*.py")}
     assert [str(f) for f in folders if not (f / "__init__.py").exists()] == []
+
+
+def test_modules_and_classes_stay_small_enough_to_read():
+    """One concept per module: under 400 lines a module, under 200 a class."""
+    too_long = {}
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        name = str(path.relative_to(PACKAGE))
+        if len(text.splitlines()) >= 400:
+            too_long[name] = len(text.splitlines())
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                size = node.end_lineno - node.lineno + 1
+                if size >= 200:
+                    too_long[f"{name}:{node.name}"] = size
+    assert too_long == {}
+
+
+def test_the_map_names_every_module():
+    """ARCHITECTURE.md is the map: a module it does not name is a room nobody can find."""
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    missing = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
+               if p.name != "__init__.py" and f"{p.stem}.py" not in text]
+    assert missing == []
+
+
+def test_the_base_modules_import_only_each_other():
+    base = ("errors", "model", "text", "redaction", "images", "catalog")
+    offenders = {name: sorted(n for n in imports(PACKAGE / f"{name}.py")
+                              if n.startswith("nbbatch") and n.split(".")[1] not in base)
+                 for name in base}
+    assert {k: v for k, v in offenders.items() if v} == {}

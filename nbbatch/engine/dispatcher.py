@@ -32,7 +32,7 @@ from nbbatch.engine.shapes import Shapes
 from nbbatch.engine.signals import signal_name
 from nbbatch.engine.steering import Lane, Steering
 from nbbatch.engine.summary import RunSummary, exit_code_for
-from nbbatch.errors import ExitCode, QuotaExhaustedError
+from nbbatch.errors import ExitCode
 from nbbatch.model import Item, Manifest
 from nbbatch.providers import registry
 from nbbatch.providers.base import Provider
@@ -125,7 +125,7 @@ class Dispatcher:
         finally:
             if watchdog:
                 watchdog.cancel()
-        await self._close_providers()
+        await self.steering.aclose()
         return self._summary()
 
     async def _expire(self, deadline: float) -> None:
@@ -169,20 +169,9 @@ class Dispatcher:
         needs = needs_of(items.values(), routes, {n: lane.model for n, lane in lanes.items()})
         checks = await run_checks({n: lane.provider for n, lane in lanes.items()}, needs)
         if (error := blocking(checks)) is not None:
-            await self._close_providers()
+            await self.steering.aclose()
             raise error
-        named = {provider for provider, _ in needs.named_by}
-        for check in checks:
-            lane = lanes[check.provider]
-            if check.passed:
-                lane.open_up()
-            elif check.unavailable:
-                self._emit(Event(EventKind.PROVIDER, f"{check.provider}: pre-flight could not "
-                                 f"check {check.model} ({check.unavailable}); its first request "
-                                 "goes alone", provider=check.provider, level=Level.DEBUG))
-            elif isinstance(check.error, QuotaExhaustedError) or check.provider not in named:
-                assert check.error is not None
-                self.steering.drop(lane, check.error)  # a backup that could never serve
+        self.steering.take_checks(checks, {provider for provider, _ in needs.named_by})
         if lanes and self.steering.all_dropped():  # no lanes: nothing to do, nothing to stop
             self.halt(Stop(StopKind.QUOTA, "no provider can serve: run again when the quota "
                                            "resets"))
@@ -190,12 +179,9 @@ class Dispatcher:
     def _reserve(self, item: Item, usable: tuple[str, ...]) -> float:
         """The most one of `item`'s images may cost on any provider that may make it."""
         lanes = self.steering.lanes
-        prices = []
-        for name in usable:
-            model = item.model if name == item.provider else (lanes[name].model or item.model)
-            prices.append(max(self.pricing.list_price(item, name, model, dearest=True),
-                              self.recorder.dearest_seen.get(model, 0.0)))
-        return max(prices, default=0.0)
+        models = {name: item.model if name == item.provider else (lanes[name].model or item.model)
+                  for name in usable}
+        return self.pricing.reserve(item, models, self.recorder.dearest_seen)
 
     async def _wait_for_room(self, window: int, job: ImageJob) -> bool:
         """Wait until `job` may start; False when the run must stop dispatching."""
@@ -236,15 +222,6 @@ class Dispatcher:
         self._emit(Event(EventKind.STARTED, start_message(
             pending=len(pending), total=self.progress.total, manifest=self.manifest.path,
             out=self.recorder.store.out, providers=roles, mode="online")))
-
-    async def _close_providers(self) -> None:
-        for lane in self.steering.lanes.values():
-            try:
-                await lane.provider.aclose()
-            except Exception as exc:  # closing must not hide how the run went
-                self._emit(Event(EventKind.PROVIDER, f"{lane.name}: could not close its "
-                                 f"connections cleanly: {exc}", provider=lane.name,
-                                 level=Level.DEBUG))
 
     def _summary(self) -> RunSummary:
         ledger = self.recorder.ledger

@@ -30,6 +30,14 @@ class Pricing:
         """Whether `provider` charges for images (the simulator does not)."""
         return provider not in registry.PROVIDERS or registry.spec(provider).billed
 
+    def reserve(self, item: Item, models: Mapping[str, str],
+                seen: Mapping[str, float]) -> float:
+        """The most one of `item`'s images may cost on any provider of `models` (provider ->
+        the model it would use): the dearest list price, or more when an image of that model
+        was already seen to cost more (reported tokens)."""
+        return max((max(self.list_price(item, name, model, dearest=True), seen.get(model, 0.0))
+                    for name, model in models.items()), default=0.0)
+
     def estimate(self, item: Item, *, batch: bool = False) -> float:
         """The usual price of one of `item`'s images on its own provider."""
         return self.list_price(item, item.provider, item.model, batch=batch)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from nbbatch.engine.events import Event, EventKind, Level, ProviderState
 from nbbatch.engine.failover import Choice, Router
 from nbbatch.engine.pacing import Clock, Pacer, Sleep
+from nbbatch.engine.preflight import Check
 from nbbatch.errors import FatalError, ProviderError, QuotaExhaustedError, TransientError
 from nbbatch.model import FailoverConfig, PacingConfig
 from nbbatch.providers.base import Provider
@@ -172,6 +173,34 @@ class Steering:
             self._shown[lane.name] = ProviderState.DROPPED
             self._emit(Event(EventKind.PROVIDER, f"{lane.name}: dropped ({what}) - "
                              f"{exc.message}", provider=lane.name, level=Level.ERROR))
+
+
+    # -- before the first request and after the last -----------------------------------
+
+    def take_checks(self, checks: Sequence[Check], named: set[str]) -> None:
+        """What the pre-flight found: a passed check opens the lane to full concurrency; a
+        backup (a provider no item names) that can never serve is dropped now. Blocking
+        findings on named providers were raised before this (preflight.blocking)."""
+        for check in checks:
+            lane = self.lanes[check.provider]
+            if check.passed:
+                lane.open_up()
+            elif check.unavailable:
+                self._emit(Event(EventKind.PROVIDER, f"{check.provider}: pre-flight could not "
+                                 f"check {check.model} ({check.unavailable}); its first request "
+                                 "goes alone", provider=check.provider, level=Level.DEBUG))
+            elif isinstance(check.error, QuotaExhaustedError) or check.provider not in named:
+                assert check.error is not None
+                self.drop(lane, check.error)
+
+    async def aclose(self) -> None:
+        for lane in self.lanes.values():
+            try:
+                await lane.provider.aclose()
+            except Exception as exc:  # closing must not hide how the run went
+                self._emit(Event(EventKind.PROVIDER, f"{lane.name}: could not close its "
+                                 f"connections cleanly: {exc}", provider=lane.name,
+                                 level=Level.DEBUG))
 
 
 def _hours(seconds: float) -> str:

@@ -23,13 +23,12 @@ from nbbatch.manifest.entries import (
 from nbbatch.manifest.items import ItemBuilder
 from nbbatch.manifest.names import IdRegistry
 from nbbatch.manifest.prompts_file import SUFFIXES, read_rows
-from nbbatch.manifest.providers import check_providers
+from nbbatch.manifest.providers import check_failover, check_providers
 from nbbatch.manifest.reading import NotAFileError, open_regular, reason
 from nbbatch.manifest.sections import SectionError, build_section, check_value
 from nbbatch.manifest.yaml_doc import MAX_MANIFEST_BYTES, DocumentError, NodeLines, load_yaml
 from nbbatch.model import (
     BatchConfig,
-    FailoverConfig,
     Item,
     Manifest,
     Mode,
@@ -82,7 +81,7 @@ class _Loader:
             providers = check_providers(data.get("providers"))
             pacing = self._section(PacingConfig, data, "pacing")
             retry = self._section(RetryConfig, data, "retry")
-            failover = self._failover(data.get("failover"))
+            failover = check_failover(data.get("failover"))
             batch = self._section(BatchConfig, data, "batch")
         except SectionError as e:
             raise self.fail(e.message, e.path) from None
@@ -165,19 +164,6 @@ class _Loader:
     def _section(cls: Any, data: dict[str, Any], key: str) -> Any:
         raw = data.get(key)
         return cls() if raw is None else build_section(cls, raw, (key,))
-
-    @staticmethod
-    def _failover(raw: Any) -> FailoverConfig | None:
-        if raw is None:
-            return None
-        failover = build_section(FailoverConfig, raw, ("failover",))
-        for j, name in enumerate(failover.order):
-            if name not in registry.PROVIDERS:
-                raise SectionError(("failover", "order", j), f"unknown provider {shown(name)}; "
-                                   f"known providers: {', '.join(registry.NAMES)}")
-            if name in failover.order[:j]:
-                raise SectionError(("failover", "order", j), f"{name!r} is listed twice")
-        return failover
 
     def _defaults(self, raw: Any) -> dict[str, Any]:
         if raw is None:

@@ -1,4 +1,5 @@
-"""The `providers` section: each provider's common settings and its own options.
+"""The `providers` section (each provider's common settings and its own options) and the
+`failover` order that names them.
 
 Common keys (api_key_env, base_url, timeout, model) are checked here against
 model.ProviderConfig; the keys a provider adds are those its registry entry lists, checked by
@@ -17,7 +18,7 @@ from nbbatch import catalog
 from nbbatch.errors import OptionError
 from nbbatch.manifest.entries import EntryError, check_entry
 from nbbatch.manifest.sections import SectionError, build_section, section_keys
-from nbbatch.model import ProviderConfig
+from nbbatch.model import FailoverConfig, ProviderConfig
 from nbbatch.providers import registry
 from nbbatch.redaction import looks_like_a_key
 from nbbatch.text import kind_of, shown
@@ -40,6 +41,20 @@ def check_providers(raw: Any) -> dict[str, ProviderConfig]:
                                                     f" {', '.join(registry.NAMES)}")
         out[name] = _provider(name, section or {})
     return out
+
+
+def check_failover(raw: Any) -> FailoverConfig | None:
+    """The `failover` section: an order of known providers, each named once."""
+    if raw is None:
+        return None
+    failover = build_section(FailoverConfig, raw, ("failover",))
+    for j, name in enumerate(failover.order):
+        if name not in registry.PROVIDERS:
+            raise SectionError(("failover", "order", j), f"unknown provider {shown(name)}; "
+                               f"known providers: {', '.join(registry.NAMES)}")
+        if name in failover.order[:j]:
+            raise SectionError(("failover", "order", j), f"{name!r} is listed twice")
+    return failover
 
 
 def _provider(name: str, raw: Any) -> ProviderConfig:

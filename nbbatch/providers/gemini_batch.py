@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
-from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -25,7 +24,8 @@ import httpx
 from nbbatch.errors import JobGoneError, ProviderError, TransientError
 from nbbatch.model import ProviderConfig
 from nbbatch.providers import google
-from nbbatch.providers.base import BatchClient, BatchItem, BatchResult, BatchStatus, JobPhase
+from nbbatch.providers.base import BatchItem, BatchResult, BatchStatus, JobPhase
+from nbbatch.providers.batch_api import BatchApiClient
 from nbbatch.providers.batch_lines import (
     checked_name,
     count,
@@ -40,11 +40,7 @@ from nbbatch.providers.wire import (
     as_dict,
     as_text,
     get,
-    get_bytes,
-    new_client,
-    parse_object,
     post_json,
-    redactor,
 )
 
 INLINE_MAX_BYTES = 20 * 1024 * 1024  # the API's limit for a create body with inline requests
@@ -103,18 +99,16 @@ def parse_job(doc: dict[str, Any]) -> BatchStatus:
     )
 
 
-class GeminiBatchClient(BatchClient):
+class GeminiBatchClient(BatchApiClient):
+    parse_job = staticmethod(parse_job)
+
     def __init__(self, config: ProviderConfig, api_key: str, *,
                  transport: httpx.AsyncBaseTransport | None = None,
                  name: str | None = None) -> None:
-        self.name = name or config.name
-        self.config = config
-        self._key = api_key
-        self._redact = redactor(api_key)
-        self._base = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._headers = {"x-goog-api-key": api_key}
-        self._client = new_client(transport, config.timeout)
-        self._key_env = config.api_key_env or "GEMINI_API_KEY (or GOOGLE_API_KEY)"
+        super().__init__(config, api_key, base_url=config.base_url or DEFAULT_BASE_URL,
+                         headers={"x-goog-api-key": api_key},
+                         key_env=config.api_key_env or "GEMINI_API_KEY (or GOOGLE_API_KEY)",
+                         transport=transport, name=name)
         self._modalities = config.options.get("response_modalities") or google.MODALITIES
 
     # -- requests ----------------------------------------------------------------------
@@ -156,7 +150,8 @@ class GeminiBatchClient(BatchClient):
                 timeout=max(TRANSFER_TIMEOUT, self.config.timeout), max_bytes=1 << 20,
                 provider=self.name, redact=self._redact)
         doc = self._check(done)
-        return self._name(get(as_dict(doc.get("file")), "name") or doc.get("name"), "files/")
+        name = get(as_dict(doc.get("file")), "name") or doc.get("name")
+        return self._name(name, "files/", "file")
 
     async def create(self, display_name: str, model: str, items: Iterable[BatchItem],
                      input_file: str | None) -> BatchStatus:
@@ -169,20 +164,14 @@ class GeminiBatchClient(BatchClient):
                              **google.build_body(item.request, self._modalities)},
                  "metadata": {"key": item.key}} for item in items]}}
         url = f"{self._base}/v1beta/{quote(model_name, safe='/')}:batchGenerateContent"
-        raw = await post_json(
-            self._client, url, json={"batch": {"displayName": display_name,
-                                                "inputConfig": source}},
-            headers={**self._headers, "Content-Type": "application/json"},
-            timeout=self.config.timeout, max_bytes=1 << 20, provider=self.name,
-            redact=self._redact)
+        raw = await self._post(url, {"batch": {"displayName": display_name,
+                                               "inputConfig": source}})
         return self._job(self._check(raw, model=model))
 
     # -- jobs --------------------------------------------------------------------------
 
     async def get(self, name: str) -> BatchStatus:
-        raw = await get_bytes(self._client, f"{self._base}/v1beta/{name}", headers=self._headers,
-                              timeout=self.config.timeout, max_bytes=MAX_JOB_BYTES,
-                              provider=self.name, redact=self._redact)
+        raw = await self._get(f"{self._base}/v1beta/{name}", MAX_JOB_BYTES)
         if raw.status == 404:
             raise JobGoneError(f"the Gemini API no longer knows batch job {name}",
                                provider=self.name, status=404)
@@ -192,10 +181,7 @@ class GeminiBatchClient(BatchClient):
         token = ""
         for _ in range(LIST_PAGES):
             query = "pageSize=100" + (f"&pageToken={quote(token, safe='')}" if token else "")
-            raw = await get_bytes(self._client, f"{self._base}/v1beta/batches?{query}",
-                                  headers=self._headers, timeout=self.config.timeout,
-                                  max_bytes=MAX_JOB_BYTES, provider=self.name,
-                                  redact=self._redact)
+            raw = await self._get(f"{self._base}/v1beta/batches?{query}", MAX_JOB_BYTES)
             doc = self._check(raw)
             jobs = get(doc, "operations", "batches")
             for entry in jobs if isinstance(jobs, list) else []:
@@ -208,12 +194,7 @@ class GeminiBatchClient(BatchClient):
         return None
 
     async def cancel(self, name: str) -> None:
-        raw = await post_json(self._client, f"{self._base}/v1beta/{name}:cancel", json={},
-                              headers={**self._headers, "Content-Type": "application/json"},
-                              timeout=self.config.timeout, max_bytes=1 << 20,
-                              provider=self.name, redact=self._redact)
-        if raw.status != 404:
-            self._check(raw)
+        await self._cancel_at(f"{self._base}/v1beta/{name}:cancel")
 
     async def results(self, status: BatchStatus) -> AsyncIterator[BatchResult]:
         kind, where = status.results or ("none", None)
@@ -234,9 +215,6 @@ class GeminiBatchClient(BatchClient):
                     if doc is not None and key is not None:
                         yield key, self._answer(doc)
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
     # -- answers -----------------------------------------------------------------------
 
     def _answer(self, entry: dict[str, Any]) -> Any:
@@ -254,39 +232,9 @@ class GeminiBatchClient(BatchClient):
         except ProviderError as exc:
             return exc
 
-    def _error(self, raw: RawResponse, model: str = "") -> ProviderError:
-        try:
-            google.classify(raw.status, raw.headers, raw.body, provider=self.name,
-                            redact=self._redact, model=model, key_env=self._key_env)
-        except ProviderError as exc:
-            return exc
-        return TransientError(f"HTTP {raw.status} without an error", provider=self.name)
-
-    def _check(self, raw: RawResponse, *, model: str = "") -> dict[str, Any]:
-        """The JSON object of a 2xx answer; the classified ProviderError otherwise."""
-        if not 200 <= raw.status < 300:
-            raise self._error(raw, model)
-        doc = parse_object(raw.body)
-        if doc is None:
-            raise TransientError("the batch API answered with something other than JSON",
-                                 provider=self.name, status=raw.status, possibly_billed=True)
-        return doc
-
-    def _job(self, doc: dict[str, Any]) -> BatchStatus:
-        try:
-            status = parse_job(doc)
-        except ValueError as exc:
-            raise TransientError(self._redact(str(exc)), provider=self.name,
-                                 possibly_billed=True) from None
-        # What the server says is shown and stored: an echoed key must not come along.
-        return replace(status, state=self._redact(status.state),
-                       error=self._redact.message(status.error) if status.error else None)
-
-    def _name(self, name: Any, prefix: str) -> str:
-        try:
-            return checked_name(name, prefix, "file")
-        except ValueError as exc:
-            raise TransientError(self._redact(str(exc)), provider=self.name) from None
+    def _classify(self, raw: RawResponse, model: str) -> None:
+        google.classify(raw.status, raw.headers, raw.body, provider=self.name,
+                        redact=self._redact, model=model, key_env=self._key_env)
 
     def _same_host(self, url: str | None) -> str:
         """The upload URL, sent to base_url's host whatever host it names: the key goes with

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -21,13 +20,13 @@ import httpx
 from nbbatch.errors import JobGoneError, OptionError, ProviderError, TransientError, UsageError
 from nbbatch.model import ProviderConfig
 from nbbatch.providers.base import (
-    BatchClient,
     BatchItem,
     BatchResult,
     BatchStatus,
     ImageLink,
     JobPhase,
 )
+from nbbatch.providers.batch_api import SMALL_ANSWER_BYTES, BatchApiClient
 from nbbatch.providers.batch_lines import checked_name, count, parse_line, write_jsonl
 from nbbatch.providers.openai import DEFAULT_BASE_URL, MAX_RESPONSE_BYTES
 from nbbatch.providers.openai_answers import DEFAULT_KEY_ENV, classify_document
@@ -37,12 +36,8 @@ from nbbatch.providers.wire import (
     RawResponse,
     as_dict,
     as_text,
-    get_bytes,
-    new_client,
     parse_object,
-    post_json,
     post_multipart,
-    redactor,
 )
 
 ENDPOINT = "/v1/images/generations"
@@ -79,24 +74,23 @@ def parse_job(doc: dict[str, Any]) -> BatchStatus:
     )
 
 
-class OpenAIBatchClient(BatchClient):
+class OpenAIBatchClient(BatchApiClient):
+    parse_job = staticmethod(parse_job)
+
     def __init__(self, config: ProviderConfig, api_key: str, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.name = config.name
-        self.config = config
         try:
             self.options = settle_options(config.options)
         except OptionError as exc:
             raise UsageError(f"providers.{config.name}.{exc}") from None
-        self._redact = redactor(api_key)
-        self._base = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._headers = {"Authorization": f"Bearer {api_key}"}
+        headers = {"Authorization": f"Bearer {api_key}"}
         for option, header in (("organization", "OpenAI-Organization"),
                                ("project", "OpenAI-Project")):
             if option in self.options:
-                self._headers[header] = self.options[option]
-        self._client = new_client(transport, config.timeout)
-        self._key_env = config.api_key_env or DEFAULT_KEY_ENV
+                headers[header] = self.options[option]
+        super().__init__(config, api_key, base_url=config.base_url or DEFAULT_BASE_URL,
+                         headers=headers, key_env=config.api_key_env or DEFAULT_KEY_ENV,
+                         transport=transport)
 
     async def prepare(self, display_name: str, model: str,
                       items: Iterable[BatchItem]) -> str | None:
@@ -110,23 +104,18 @@ class OpenAIBatchClient(BatchClient):
                 files=[("file", (f"{display_name}.jsonl", file, "application/jsonl"))],
                 headers=self._headers, timeout=max(TRANSFER_TIMEOUT, self.config.timeout),
                 max_bytes=1 << 20, provider=self.name, redact=self._redact)
-        return self._id(self._check(raw).get("id"), "file")
+        return self._name(self._check(raw).get("id"), "", "file")
 
     async def create(self, display_name: str, model: str, items: Iterable[BatchItem],
                      input_file: str | None) -> BatchStatus:
         assert input_file is not None, "prepare() always uploads the requests"
         body = {"input_file_id": input_file, "endpoint": ENDPOINT, "completion_window": "24h",
                 "metadata": {METADATA_KEY: display_name}}
-        raw = await post_json(self._client, f"{self._base}/batches", json=body,
-                              headers={**self._headers, "Content-Type": "application/json"},
-                              timeout=self.config.timeout, max_bytes=1 << 20,
-                              provider=self.name, redact=self._redact)
+        raw = await self._post(f"{self._base}/batches", body)
         return self._job(self._check(raw, model=model))
 
     async def get(self, name: str) -> BatchStatus:
-        raw = await get_bytes(self._client, f"{self._base}/batches/{name}",
-                              headers=self._headers, timeout=self.config.timeout,
-                              max_bytes=1 << 20, provider=self.name, redact=self._redact)
+        raw = await self._get(f"{self._base}/batches/{name}", SMALL_ANSWER_BYTES)
         if raw.status == 404:
             raise JobGoneError(f"OpenAI no longer knows batch {name}", provider=self.name,
                                status=404)
@@ -136,9 +125,7 @@ class OpenAIBatchClient(BatchClient):
         after = ""
         for _ in range(LIST_PAGES):
             query = "limit=100" + (f"&after={after}" if after else "")
-            raw = await get_bytes(self._client, f"{self._base}/batches?{query}",
-                                  headers=self._headers, timeout=self.config.timeout,
-                                  max_bytes=16 << 20, provider=self.name, redact=self._redact)
+            raw = await self._get(f"{self._base}/batches?{query}", 16 << 20)
             doc = self._check(raw)
             data = doc.get("data")
             jobs = [as_dict(d) for d in data] if isinstance(data, list) else []
@@ -147,16 +134,11 @@ class OpenAIBatchClient(BatchClient):
                     return self._job(job)
             if not jobs or doc.get("has_more") is not True:
                 return None
-            after = self._id(jobs[-1].get("id"), "batch")
+            after = self._name(jobs[-1].get("id"), "", "batch")
         return None
 
     async def cancel(self, name: str) -> None:
-        raw = await post_json(self._client, f"{self._base}/batches/{name}/cancel", json={},
-                              headers={**self._headers, "Content-Type": "application/json"},
-                              timeout=self.config.timeout, max_bytes=1 << 20,
-                              provider=self.name, redact=self._redact)
-        if raw.status != 404:
-            self._check(raw)
+        await self._cancel_at(f"{self._base}/batches/{name}/cancel")
 
     async def results(self, status: BatchStatus) -> AsyncIterator[BatchResult]:
         for file_id in status.results or ():
@@ -170,9 +152,6 @@ class OpenAIBatchClient(BatchClient):
                     key = as_text(as_dict(doc).get("custom_id"))
                     if doc is not None and key is not None:
                         yield key, self._answer(doc)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     # -- answers -----------------------------------------------------------------------
 
@@ -199,36 +178,7 @@ class OpenAIBatchClient(BatchClient):
                                   provider=self.name)
         return result
 
-    def _error(self, raw: RawResponse, model: str = "") -> ProviderError:
-        try:
-            classify_document(raw.status, raw.headers, parse_object(raw.body), raw.body,
-                              provider=self.name, redact=self._redact, model=model,
-                              key_env=self._key_env)
-        except ProviderError as exc:
-            return exc
-        return TransientError(f"HTTP {raw.status} without an error", provider=self.name)
-
-    def _check(self, raw: RawResponse, *, model: str = "") -> dict[str, Any]:
-        if not 200 <= raw.status < 300:
-            raise self._error(raw, model)
-        doc = parse_object(raw.body)
-        if doc is None:
-            raise TransientError("the batch API answered with something other than JSON",
-                                 provider=self.name, status=raw.status, possibly_billed=True)
-        return doc
-
-    def _job(self, doc: dict[str, Any]) -> BatchStatus:
-        try:
-            status = parse_job(doc)
-        except ValueError as exc:
-            raise TransientError(self._redact(str(exc)), provider=self.name,
-                                 possibly_billed=True) from None
-        # What the server says is shown and stored: an echoed key must not come along.
-        return replace(status, state=self._redact(status.state),
-                       error=self._redact.message(status.error) if status.error else None)
-
-    def _id(self, value: Any, what: str) -> str:
-        try:
-            return checked_name(value, "", what)
-        except ValueError as exc:
-            raise TransientError(self._redact(str(exc)), provider=self.name) from None
+    def _classify(self, raw: RawResponse, model: str) -> None:
+        classify_document(raw.status, raw.headers, parse_object(raw.body), raw.body,
+                          provider=self.name, redact=self._redact, model=model,
+                          key_env=self._key_env)

@@ -210,23 +210,12 @@ class LedgerView:
         return CostSummary(on_disk, done, self.spend(), remaining)
 
     def spend(self) -> Spend:
-        """Money every run on this folder spent (see `_spend`)."""
+        """Money every run on this folder spent (see `spend_among`)."""
         return self._spend("", ())
 
     @reads
     def _spend(self, where: str, params: tuple[Any, ...]) -> Spend:
-        """Successful attempts at their cost, and the attempts that may have been billed
-        (interrupted, or lost after sending), among those `where` selects."""
-        rows = self._conn.execute(
-            "SELECT CASE WHEN outcome = 'success' THEN 'billed' WHEN outcome = 'interrupted'"
-            " THEN 'interrupted' ELSE 'lost' END AS kind, count(*), total(cost_usd)"
-            " FROM attempts WHERE (outcome = 'success' OR possibly_billed = 1)" + where +
-            " GROUP BY kind", params,
-        ).fetchall()
-        found = {kind: (int(n), usd) for kind, n, usd in rows}
-        (_, billed), (interrupted, interrupted_usd), (lost, lost_usd) = (
-            found.get(kind, (0, 0.0)) for kind in ("billed", "interrupted", "lost"))
-        return Spend(billed, interrupted, interrupted_usd, lost, lost_usd)
+        return spend_among(self._conn, where, params)
 
     @reads
     def attempts(self, key: Key) -> list[Attempt]:
@@ -264,3 +253,18 @@ class LedgerView:
         return self._conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
+
+
+def spend_among(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> Spend:
+    """Successful attempts at their cost, and the attempts that may have been billed
+    (interrupted, or lost after sending), among those `where` selects ("" for all)."""
+    rows = conn.execute(
+        "SELECT CASE WHEN outcome = 'success' THEN 'billed' WHEN outcome = 'interrupted'"
+        " THEN 'interrupted' ELSE 'lost' END AS kind, count(*), total(cost_usd)"
+        " FROM attempts WHERE (outcome = 'success' OR possibly_billed = 1)" + where +
+        " GROUP BY kind", params,
+    ).fetchall()
+    found = {kind: (int(n), usd) for kind, n, usd in rows}
+    (_, billed), (interrupted, interrupted_usd), (lost, lost_usd) = (
+        found.get(kind, (0, 0.0)) for kind in ("billed", "interrupted", "lost"))
+    return Spend(billed, interrupted, interrupted_usd, lost, lost_usd)
