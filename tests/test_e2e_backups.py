@@ -63,13 +63,20 @@ def test_stability_run_against_the_simulate_command(tmp_path):
     assert sorted(p.suffix for p in (tmp_path / "out/images").iterdir()) == [".jpg"] * 3
 
 
-def test_openrouter_run_records_the_cost_it_reports(tmp_path):
-    with SimulatorServer(SimulatorOptions()) as sim:
+def test_openrouter_run_against_the_simulate_command_records_the_cost_it_reports(tmp_path):
+    server = subprocess.Popen(nbbatch_cmd("simulate", "--port", "0"), env=env(tmp_path),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().split("listening on ")[1].split()[0]
         prompts = ["a kite", {"prompt": "a boat", "model": "google/gemini-2.5-flash-image"}]
-        manifest = single(tmp_path, sim.url, "openrouter", "google/gemini-3-pro-image-preview",
+        manifest = single(tmp_path, url, "openrouter", "google/gemini-3-pro-image-preview",
                           prompts, title="nbbatch tests")
         result = cli(tmp_path, "run", manifest)
-        log = requests_log(sim.url)
+        log = requests_log(url)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(10)
+        server.stdout.close()
     assert result.returncode == 0, result.stderr
     assert [r["provider"] for r in log] == ["openrouter", "openrouter"]
     doc = status(tmp_path)
@@ -103,7 +110,17 @@ def test_a_rejected_stability_key_stops_the_run_with_exit_4(tmp_path):
     assert "STABILITY_API_KEY" in result.stdout + result.stderr
 
 
-def test_gemini_down_and_openai_out_of_quota_so_stability_makes_every_image(tmp_path):
+# third provider -> its settings, the price of one image, the ratio each image is made at
+THIRD = {
+    "stability": ({"base_url": "{url}", "model": "sd3.5-medium"}, 0.035, "4:5"),
+    "openrouter": ({"base_url": "{url}/api/v1", "model": "google/gemini-3-pro-image-preview"},
+                   0.134, "3:4"),
+}
+
+
+@pytest.mark.parametrize("third", list(THIRD))
+def test_gemini_down_and_openai_out_of_quota_so_the_third_makes_every_image(tmp_path, third):
+    config, price, made_at = THIRD[third]
     options = SimulatorOptions(outage=(0, 3600), outage_target="gemini", daily_quota=0,
                                quota_target="openai")
     with SimulatorServer(options) as sim:
@@ -116,9 +133,10 @@ def test_gemini_down_and_openai_out_of_quota_so_stability_makes_every_image(tmp_
                 "gemini": {"base_url": sim.url, "timeout": 10},
                 "openai": {"base_url": f"{sim.url}/v1", "model": "gpt-image-1-mini",
                            "timeout": 10},
-                "stability": {"base_url": sim.url, "model": "sd3.5-medium", "timeout": 10},
+                third: {**config, "base_url": config["base_url"].format(url=sim.url),
+                        "timeout": 10},
             },
-            failover={"order": ["gemini", "openai", "stability"], "trip_after": 3,
+            failover={"order": ["gemini", "openai", third], "trip_after": 3,
                       "probe_every": 300},
         )
         result = cli(tmp_path, "run", manifest)
@@ -126,13 +144,14 @@ def test_gemini_down_and_openai_out_of_quota_so_stability_makes_every_image(tmp_
     assert result.returncode == 0, result.stderr
     doc = status(tmp_path)
     assert {(i["provider"], i["model"], i["status"]) for i in doc["items"]} == {
-        ("stability", "sd3.5-medium", "done")}
-    assert doc["counts"]["done"] == 8 and doc["cost_usd"] == pytest.approx(8 * 0.035)
+        (third, config["model"], "done")}
+    assert doc["counts"]["done"] == 8 and doc["cost_usd"] == pytest.approx(8 * price)
     outcomes = Counter((r["provider"], r["outcome"]) for r in log)
-    assert outcomes[("stability", "success")] == 8
+    assert outcomes[(third, "success")] == 8
     assert outcomes[("gemini", "overloaded")] <= 3  # trip_after; no probe due in the run
     assert 1 <= outcomes[("openai", "quota")] <= 2  # dropped at its first answer (2 in flight)
     assert "switched away" in result.stdout and "dropped (quota exhausted)" in result.stdout
     # Stability has no 3:4: each image records the ratio it was made at
     usages = [json.loads(row["usage"]) for row in ledger_rows(tmp_path / "out")]
-    assert {(u["aspect_ratio"], u["aspect_ratio_asked"]) for u in usages} == {("4:5", "3:4")}
+    assert {(u.get("aspect_ratio", "3:4"), u.get("aspect_ratio_asked", "3:4"))
+            for u in usages} == {(made_at, "3:4")}

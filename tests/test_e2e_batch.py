@@ -207,4 +207,21 @@ def test_a_lost_create_answer_and_503s_make_one_job(tmp_path, sim, api):
     path = manifest(tmp_path, sim, api, ["one", "two"])
     result = cli(tmp_path, "run", path)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "found in the job list" in result.stdout  # looked up, not sent again
     assert len(jobs(sim)) == 1 and sorted(submitted_prompts(sim)) == ["one", "two"]
+
+
+def test_a_lost_create_answer_then_a_later_run_finds_the_job(tmp_path, sim, api):
+    """The run that lost the answer stops (no retries left); the next run finds the job by
+    its display name, collects it and sends nothing again."""
+    configure(sim.url, batch_lose_create=1)
+    path = manifest(tmp_path, sim, api, ["one", "two"], retry={"max_attempts": 1})
+    first = cli(tmp_path, "run", path, "--no-wait")
+    assert first.returncode == 75, first.stdout
+    assert "the next run looks for it" in first.stdout and len(jobs(sim)) == 1
+    assert wait_until(lambda: jobs(sim)[0]["phase"] == "succeeded", timeout=10)
+    second = cli(tmp_path, "run", path)
+    assert second.returncode == 0, second.stdout
+    assert "found in the job list" in second.stdout
+    assert len(jobs(sim)) == 1 and sorted(submitted_prompts(sim)) == ["one", "two"]
+    assert status(tmp_path)["counts"]["done"] == 2

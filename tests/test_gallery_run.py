@@ -52,3 +52,25 @@ def test_the_gallery_command_makes_only_missing_thumbnails_and_prints_the_path(
     result = runner.invoke(app, ["run", str(path)])
     assert result.exit_code == 0 and "gallery:" not in result.output
     assert (tmp_path / "out" / "gallery.html").stat().st_mtime_ns == mtime
+
+
+def test_open_hands_the_page_to_the_browser_as_a_file_url(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["run", str(manifest(tmp_path, ["a"]))]).exit_code == 0
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url) or True)
+    result = runner.invoke(app, ["gallery", "out", "--open"])
+    assert result.exit_code == 0, result.output
+    assert opened == [(tmp_path / "out" / "gallery.html").resolve().as_uri()]
+    assert "warning" not in result.output
+
+
+def test_open_without_a_browser_says_so_and_still_writes_the_page(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["run", str(manifest(tmp_path, ["a"]))]).exit_code == 0
+    monkeypatch.setattr("webbrowser.open", lambda url: False)
+    result = runner.invoke(app, ["gallery", "out", "--open"])
+    assert result.exit_code == 0, result.output
+    page = tmp_path / "out" / "gallery.html"
+    assert f"warning: no browser could be opened; open {page} in one" in result.output
+    assert page.is_file()

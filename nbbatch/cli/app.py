@@ -229,8 +229,15 @@ def gallery(
     for problem in result.thumbnail_errors:
         say_error(f"no thumbnail for {problem}", "warning")
     make_console().print(Text(printable(str(result.path))), soft_wrap=True)
+    # webbrowser answers False (or raises) where no browser can be found, as on a server:
+    # say so, or --open would look like it worked.
     if open_page:
-        webbrowser.open(result.path.resolve().as_uri())
+        try:
+            opened = webbrowser.open(result.path.resolve().as_uri())
+        except webbrowser.Error:
+            opened = False
+        if not opened:
+            say_error(f"no browser could be opened; open {result.path} in one", "warning")
     return 0
 
 
