@@ -66,6 +66,8 @@ def refused(args, expected: str, sent_calls: list) -> str:
     ("https://user:hunter2@gw.example", "must not carry a user name or password"),
     ("https://gw.example/v1?key=x", "must not have a query (?) or fragment (#)"),
     ("ftp://gw.example", "must start with https://"),
+    ("http://256.256.256.256", "is not a valid URL (Invalid IPv4 address"),
+    ("https://xn--a.example", "is not a valid URL (Codepoint U+0080"),
 ])
 def test_a_base_url_that_cannot_be_used_is_refused_at_load(tmp_path, sent, url, expected):
     manifest = write(tmp_path, providers={"gemini": {"base_url": url}})
