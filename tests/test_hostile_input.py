@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 
 import httpx
@@ -129,6 +130,9 @@ def _prompts_file(tmp_path, kind: str) -> str:
         os.mkfifo(target)  # nobody writes to it: reading would wait for ever
     elif kind == "a device":
         target.symlink_to("/dev/null")
+    elif kind == "a socket":
+        with socket.socket(socket.AF_UNIX) as listener:  # the file stays when it closes
+            listener.bind(str(target))
     return write(tmp_path, prompts=None, prompts_file="p.csv")
 
 
@@ -136,6 +140,7 @@ def _prompts_file(tmp_path, kind: str) -> str:
     ("a folder", "prompts file 'p.csv' is a folder, not a file"),
     ("a pipe", "prompts file 'p.csv' is a device or a pipe, not a file"),
     ("a device", "prompts file 'p.csv' is a device or a pipe, not a file"),
+    ("a socket", "prompts file 'p.csv' is a socket, not a file"),
     ("missing", "prompts file 'p.csv' not found"),
 ])
 def test_a_prompts_file_that_is_no_file_is_reported_as_what_it_is(tmp_path, sent, kind,
