@@ -31,9 +31,23 @@ _PERCENT = re.compile(r"%[0-9A-F]{2}")
 _RANDOM_TOKEN = re.compile(r"(?=[^\s]*[a-z])(?=[^\s]*[A-Z])(?=[^\s]*[0-9])[^\s]{20,}")
 
 
+# Keys in one case (hex, sk_live_…, ghp_…) are told by a long part that mixes letters and
+# digits again and again, or holds many digits; a name's parts are words and a year at most.
+_PART_RE = re.compile(r"[^_\-]{16,}")
+_SWITCH_RE = re.compile(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])")
+
+
 def looks_like_a_key(text: str) -> bool:
     """Whether `text` is shaped like a secret (a key pasted where a name belongs)."""
-    return bool(_KEY_SHAPES.search(text) or _RANDOM_TOKEN.fullmatch(text))
+    return bool(_KEY_SHAPES.search(text) or _RANDOM_TOKEN.fullmatch(text)
+                or any(_random_part(m.group(0)) for m in _PART_RE.finditer(text)))
+
+
+def _random_part(part: str) -> bool:
+    digits = sum(c.isdigit() for c in part)
+    if digits == 0 or digits == len(part):
+        return False
+    return len(_SWITCH_RE.findall(part)) >= 2 or digits >= 6
 
 
 class Redactor:
