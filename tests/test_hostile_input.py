@@ -108,6 +108,17 @@ def test_a_flag_typer_cannot_read_is_a_usage_error(tmp_path, sent):
     assert sent == []
 
 
+@pytest.mark.parametrize("interval", [1e300, 1.7e308])
+def test_a_huge_interval_plans_as_more_than_100_days(tmp_path, sent, interval):
+    # three paced starts of 1.7e308 s overflow to infinity
+    manifest = write(tmp_path, pacing={"interval": interval},
+                     prompts=[{"id": i, "prompt": f"shoe {i}"} for i in "abc"])
+    result = CliRunner().invoke(app, ["plan", manifest])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"estimated time\s+more than 100 days", result.stdout), result.stdout
+    assert all(request.method == "GET" for request in sent)  # pre-flight only
+
+
 def test_a_huge_concurrency_in_the_manifest_is_refused(tmp_path, sent):
     refused(["plan", write(tmp_path, pacing={"concurrency": 10**20})],
             "pacing.concurrency: must be <= 256", sent)
