@@ -21,6 +21,7 @@ MASK = "***"
 MAX_MESSAGE = 500  # characters of one error message kept in the ledger and shown
 MIN_SECRET = 8  # shorter "keys" are test values, not secrets: redacting them mangles text
 PREFIX_ECHO = 8  # this many leading characters of a key are treated as the key itself
+PART_ECHO = 12  # this many characters in a row from anywhere in a key: the key too
 
 # Key-shaped tokens whoever they belong to: OpenAI/Stability (sk-…), OpenRouter (sk-or-…),
 # sessions (sess-…), Google API keys (AIza + 35). Masked echoes keep their shape: sk-ab***yz.
@@ -31,9 +32,23 @@ _PERCENT = re.compile(r"%[0-9A-F]{2}")
 _RANDOM_TOKEN = re.compile(r"(?=[^\s]*[a-z])(?=[^\s]*[A-Z])(?=[^\s]*[0-9])[^\s]{20,}")
 
 
+# Keys in one case (hex, sk_live_…, ghp_…) are told by a long part that mixes letters and
+# digits again and again, or holds many digits; a name's parts are words and a year at most.
+_PART_RE = re.compile(r"[^_\-]{16,}")
+_SWITCH_RE = re.compile(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])")
+
+
 def looks_like_a_key(text: str) -> bool:
     """Whether `text` is shaped like a secret (a key pasted where a name belongs)."""
-    return bool(_KEY_SHAPES.search(text) or _RANDOM_TOKEN.fullmatch(text))
+    return bool(_KEY_SHAPES.search(text) or _RANDOM_TOKEN.fullmatch(text)
+                or any(_random_part(m.group(0)) for m in _PART_RE.finditer(text)))
+
+
+def _random_part(part: str) -> bool:
+    digits = sum(c.isdigit() for c in part)
+    if digits == 0 or digits == len(part):
+        return False
+    return len(_SWITCH_RE.findall(part)) >= 2 or digits >= 6
 
 
 class Redactor:
@@ -57,6 +72,7 @@ class Redactor:
         for secret, prefix in zip(self.secrets, self._prefixes, strict=True):
             if prefix in text:
                 text = _cut_prefix_echoes(text, secret, prefix)
+            text = _cut_part_echoes(text, secret)
         return text
 
     def message(self, text: str, limit: int = MAX_MESSAGE) -> str:
@@ -102,6 +118,32 @@ def _cut_prefix_echoes(text: str, secret: str, prefix: str) -> str:
             end += 1
         out.append(text[pos:start] + MASK)
         pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _cut_part_echoes(text: str, secret: str) -> str:
+    """Mask every run of PART_ECHO or more characters that appears in the key, wherever in
+    the key it starts (a message cut at its start, or showing the end of a header)."""
+    width = min(PART_ECHO, len(secret))
+    spans: list[tuple[int, int]] = []
+    for offset in range(len(secret) - width + 1):
+        pos = 0
+        while (start := text.find(secret[offset:offset + width], pos)) >= 0:
+            end, k = start + width, offset + width
+            while end < len(text) and k < len(secret) and text[end] == secret[k]:
+                end, k = end + 1, k + 1
+            spans.append((start, end))
+            pos = start + 1
+    if not spans:
+        return text
+    out, pos = [], 0
+    for start, end in sorted(spans):
+        if start > pos:
+            out.append(text[pos:start] + MASK)
+        elif not out:
+            out.append(MASK)
+        pos = max(pos, end)
     out.append(text[pos:])
     return "".join(out)
 

@@ -32,6 +32,19 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+LONGEST_SHOWN = 100 * 86400.0  # seconds; past this (or infinite) a duration is "over 100 days"
+
+
+def clock_parts(seconds: float) -> tuple[int, int, int] | None:
+    """(hours, minutes, seconds) of a duration, or None when it is too long to be worth
+    writing out (a pacing interval of 1e300 s would give 300 digits, infinity a crash)."""
+    if not seconds < LONGEST_SHOWN:  # NaN too
+        return None
+    minutes, secs = divmod(int(max(seconds, 0.0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return hours, minutes, secs
+
+
 def one_of(choices: tuple[str, ...]) -> str:
     """('a', 'b', 'c') -> "'a', 'b' or 'c'"."""
     quoted = [repr(c) for c in choices]

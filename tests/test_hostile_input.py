@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 
 import httpx
@@ -66,6 +67,8 @@ def refused(args, expected: str, sent_calls: list) -> str:
     ("https://user:hunter2@gw.example", "must not carry a user name or password"),
     ("https://gw.example/v1?key=x", "must not have a query (?) or fragment (#)"),
     ("ftp://gw.example", "must start with https://"),
+    ("http://256.256.256.256", "is not a valid URL (Invalid IPv4 address"),
+    ("https://xn--a.example", "is not a valid URL (Codepoint U+0080"),
 ])
 def test_a_base_url_that_cannot_be_used_is_refused_at_load(tmp_path, sent, url, expected):
     manifest = write(tmp_path, providers={"gemini": {"base_url": url}})
@@ -105,6 +108,17 @@ def test_a_flag_typer_cannot_read_is_a_usage_error(tmp_path, sent):
     assert sent == []
 
 
+@pytest.mark.parametrize("interval", [1e300, 1.7e308])
+def test_a_huge_interval_plans_as_more_than_100_days(tmp_path, sent, interval):
+    # three paced starts of 1.7e308 s overflow to infinity
+    manifest = write(tmp_path, pacing={"interval": interval},
+                     prompts=[{"id": i, "prompt": f"shoe {i}"} for i in "abc"])
+    result = CliRunner().invoke(app, ["plan", manifest])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"estimated time\s+more than 100 days", result.stdout), result.stdout
+    assert all(request.method == "GET" for request in sent)  # pre-flight only
+
+
 def test_a_huge_concurrency_in_the_manifest_is_refused(tmp_path, sent):
     refused(["plan", write(tmp_path, pacing={"concurrency": 10**20})],
             "pacing.concurrency: must be <= 256", sent)
@@ -127,6 +141,9 @@ def _prompts_file(tmp_path, kind: str) -> str:
         os.mkfifo(target)  # nobody writes to it: reading would wait for ever
     elif kind == "a device":
         target.symlink_to("/dev/null")
+    elif kind == "a socket":
+        with socket.socket(socket.AF_UNIX) as listener:  # the file stays when it closes
+            listener.bind(str(target))
     return write(tmp_path, prompts=None, prompts_file="p.csv")
 
 
@@ -134,6 +151,7 @@ def _prompts_file(tmp_path, kind: str) -> str:
     ("a folder", "prompts file 'p.csv' is a folder, not a file"),
     ("a pipe", "prompts file 'p.csv' is a device or a pipe, not a file"),
     ("a device", "prompts file 'p.csv' is a device or a pipe, not a file"),
+    ("a socket", "prompts file 'p.csv' is a socket, not a file"),
     ("missing", "prompts file 'p.csv' not found"),
 ])
 def test_a_prompts_file_that_is_no_file_is_reported_as_what_it_is(tmp_path, sent, kind,

@@ -81,6 +81,9 @@ def test_a_variable_holding_only_line_breaks_is_not_set():
 
 @pytest.mark.parametrize("pasted", [
     KEY, "sk-proj-" + "a1B2c3D4" * 6, "sk-or-v1-" + "0f" * 32, "gw9F8e7D6c5B4a3Z2y1X0w",
+    # one case only, and only letters, digits and _ (what a variable name may be)
+    "sk_live_1234567890abcdefgh", "ghp_4f2a9c0d1e7b3a8f6c5d2e9b0a1f7c3d4e8b",
+    "3f9a1c7e0b2d4f6a8c1e3b5d7f9a0c2e", "r8_Zx4kq9Vt2mN7pL3wR8yB1cF6hJ0sD5g",
 ])
 def test_a_key_written_where_the_variable_name_goes_is_refused_unechoed(tmp_path, pasted):
     path = manifest(tmp_path, api_key_env=pasted)
@@ -92,7 +95,8 @@ def test_a_key_written_where_the_variable_name_goes_is_refused_unechoed(tmp_path
 
 
 @pytest.mark.parametrize("name", ["GEMINI_API_KEY", "my_key_2", "OPENAI_KEY_FOR_PROJECT_2024",
-                                  "CatalogGeminiKey"])
+                                  "CatalogGeminiKey", "GEMINIKEYPROJECT2024", "GEMINI_KEY_V2",
+                                  "STAGING_OPENAI_API_KEY_FOR_CATALOG_2", "KEY_20240101"])
 def test_variable_names_are_not_mistaken_for_keys(name):
     assert not looks_like_a_key(name)
 

@@ -64,6 +64,12 @@ def test_unknown_eta_and_times():
     assert clock_text(41) == "0:41" and clock_text(3725) == "1:02:05"
 
 
+@pytest.mark.parametrize("seconds", [1e300, float("inf"), float("nan")])
+def test_an_eta_past_100_days_is_said_in_words_not_300_digits_or_a_crash(seconds):
+    assert clock_text(seconds) == ">100 days"
+    assert "ETA >100 days" in lines(LiveView(0, 0, 5, 5, eta=seconds), 80)[0]
+
+
 def progress(**kw) -> Progress:
     base = dict(total=3, done=0, failed=0, pending=3, started_at=0.0)
     return Progress(**{**base, **kw})

@@ -28,6 +28,8 @@ def echoes(key: str) -> dict[str, str]:
         "base64 url-safe": base64.urlsafe_b64encode(f"x{key}".encode()).decode(),
         "a long prefix": key[:16] + "...",
         "masked as OpenAI does": key[:8] + "*" * 20 + key[-4:],
+        "a long middle part": "..." + key[5:25] + "...",
+        "a long end": "..." + key[-14:],
     }
 
 
@@ -37,7 +39,12 @@ def test_every_form_of_the_key_is_masked(form):
     clean = Redactor([KEY])(text)
     assert MASK in clean
     assert KEY[:8] not in clean and KEY[-12:] not in clean
+    assert not any(KEY[i:i + 12] in clean for i in range(len(KEY) - 11))
     assert "was refused" in clean
+
+
+def test_short_runs_that_happen_to_be_in_the_key_stay():
+    assert Redactor([KEY])("abc and 3210 and ZYX") == "abc and 3210 and ZYX"
 
 
 def test_key_shaped_tokens_are_masked_whoever_they_belong_to():

@@ -8,7 +8,9 @@ said on stderr: for `run` the exit code stays what the run earned, for reading c
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,6 +39,10 @@ def exits(*, output_is_result: bool = False) -> Callable[[Command], Command]:
                 code = exc.exit_code
             except KeyboardInterrupt:
                 code = ExitCode.SIGINT
+            # What is still buffered (a short JSON document, say) fails only when flushed:
+            # flush before asking whether the output was written.
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
             failure = output_failure()
             if failure is not None:
                 reason = failure.strerror or str(failure)

@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.text import Text
 
 from nbbatch.engine.events import Event, EventKind, Level, Progress, ProviderState
-from nbbatch.text import printable
+from nbbatch.text import clock_parts, printable
 
 SEPARATOR = " · "
 BAR_MIN, BAR_MAX = 10, 40  # columns
@@ -58,8 +58,9 @@ class Chunk:
 
 
 def clock_text(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
+    if (parts := clock_parts(seconds)) is None:
+        return ">100 days"
+    hours, minutes, secs = parts
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 

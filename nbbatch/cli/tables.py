@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
-from nbbatch.text import printable
+from nbbatch.text import clock_parts, printable
 
 if TYPE_CHECKING:  # type names only: `status` must not load what a plan needs
     from nbbatch.engine.plan import Plan, PlanChecks
@@ -69,8 +69,9 @@ def plan_table(plan: Plan, *, interval: str, concurrency: int) -> Table:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    minutes, seconds = divmod(int(plan.estimated_seconds), 60)
-    hours, minutes = divmod(minutes, 60)
+    parts = clock_parts(plan.estimated_seconds)
+    took = "more than 100 days" if parts is None else \
+        "{}h {:02d}m {:02d}s (plus one request's latency)".format(*parts)
     rows = [
         ("prompts", str(plan.items)),
         ("images", str(plan.images)),
@@ -79,7 +80,7 @@ def plan_table(plan: Plan, *, interval: str, concurrency: int) -> Table:
         ("to generate", str(plan.pending)),
         ("per provider", ", ".join(f"{k}: {v}" for k, v in plan.by_provider.items()) or "-"),
         ("pacing", f"one request every {interval} s per provider, up to {concurrency} in flight"),
-        ("estimated time", f"{hours}h {minutes:02d}m {seconds:02d}s (plus one request's latency)"),
+        ("estimated time", took),
         ("estimated cost", f"${plan.estimated_cost:.2f}"),
     ]
     if plan.mode == "batch":

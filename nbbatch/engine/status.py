@@ -20,6 +20,7 @@ from nbbatch.store.files import RecordedFiles
 from nbbatch.store.ledger import LedgerView
 from nbbatch.store.lock import current_holder
 from nbbatch.store.records import Counts, ImageRow
+from nbbatch.text import clock_parts
 
 
 class View(StrEnum):
@@ -70,8 +71,9 @@ def run_state(ledger: LedgerView, out: Path, now: float | None = None) -> str:
 
 
 def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
+    if (parts := clock_parts(seconds + 0.5)) is None:  # a clock set far back, say
+        return "more than 100 days"
+    hours, minutes, secs = parts
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes \
         else f"{secs}s"
 

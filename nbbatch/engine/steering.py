@@ -19,6 +19,7 @@ from nbbatch.engine.preflight import Check
 from nbbatch.errors import FatalError, ProviderError, QuotaExhaustedError, TransientError
 from nbbatch.model import FailoverConfig, PacingConfig
 from nbbatch.providers.base import Provider
+from nbbatch.text import clock_parts
 
 LONGEST_SERVER_WAIT = 900.0  # seconds; a longer server-given delay counts as exhausted
 
@@ -204,4 +205,4 @@ class Steering:
 
 
 def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds < 1e7 else "more than 100 days"
+    return f"{seconds / 3600:.1f} h" if clock_parts(seconds) else "more than 100 days"

@@ -92,8 +92,10 @@ def base_url_problem(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         port = parts.port  # ValueError when it is not a number from 0 to 65535
-        httpx.URL(url)
-    except ValueError as exc:  # httpx.InvalidURL is one too
+        # As httpx will read it when sending: it checks IPv4 octets, and decodes an IDNA
+        # host ("xn--…") only when asked for it. InvalidURL is no ValueError; IDNAError is.
+        _ = httpx.URL(url).join("x").host
+    except (ValueError, httpx.InvalidURL) as exc:
         return f"is not a valid URL ({exc})"
     if not parts.hostname:
         return "names no host (write it as https://host or http://host:port)"

@@ -25,16 +25,32 @@ def open_regular(path: Path) -> BinaryIO:
     """`path` opened for reading in binary. OSError as os.open raises it (FileNotFoundError,
     ENAMETOOLONG...), NotAFileError for anything but a regular file."""
     # O_NONBLOCK: opening a pipe must not wait for a writer; no effect on a regular file.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        # A socket cannot be opened at all ("No such device or address"): say what it is.
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise NotAFileError(_kind(mode)) from None
+        raise
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotAFileError("a folder" if stat.S_ISDIR(mode) else "a device or a pipe")
+            raise NotAFileError(_kind(mode))
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a socket" if stat.S_ISSOCK(mode) else "a device or a pipe"
 
 
 def reason(exc: OSError) -> str:
