@@ -23,7 +23,9 @@
 
 from __future__ import annotations
 
+import traceback
 from enum import IntEnum, StrEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -31,6 +33,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # usage or manifest error, or an unknown model; nothing was sent
     FAILED = 3  # finished, nothing pending, some images failed
     AUTH = 4  # authentication or permission failure
+    SOFTWARE = 70  # a defect in nbbatch itself: images in flight stay pending
     OUTPUT = 74  # what a reading command had to say could not be written (a full disk)
     TEMPFAIL = 75  # stopped with images pending: run again later
     SIGHUP = 129  # the terminal closed or the ssh session dropped
@@ -189,3 +192,15 @@ class FatalError(ProviderError):
 
 class UnknownModelError(FatalError):
     exit_code = ExitCode.USAGE
+
+
+def describe_defect(exc: BaseException) -> str:
+    """An unexpected exception named by its type and the line of nbbatch that raised it -
+    never its message, which may hold anything (a header value with a key in it)."""
+    where = ""
+    package = Path(__file__).resolve().parent
+    for frame in traceback.extract_tb(exc.__traceback__):
+        path = Path(frame.filename).resolve()
+        if path.is_relative_to(package):
+            where = f" at nbbatch/{path.relative_to(package)}:{frame.lineno}"
+    return f"{type(exc).__name__}{where}"

@@ -94,7 +94,8 @@ def test_a_full_log_disk_is_reported_and_the_run_is_unchanged(tmp_path):
 def test_status_and_plan_to_a_full_disk_say_so_and_a_closed_pipe_is_quiet(tmp_path):
     manifest = simulator_manifest(tmp_path, 3)
     assert run_cli(tmp_path, "run", manifest, key=None).returncode == 0
-    for args in (("status", "out"), ("status", "out", "--json"), ("plan", manifest, "--offline")):
+    for args in (("status", "out"), ("status", "out", "--json"), ("plan", manifest, "--offline"),
+                 ("--version",)):
         with open("/dev/full", "w") as full:
             done = subprocess.run(nbbatch_cmd(*args), cwd=tmp_path, env=env(tmp_path, None),
                                   stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)

@@ -4,7 +4,9 @@ Heavy modules are imported inside the commands so that `nbbatch --help` stays fa
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -12,9 +14,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nbbatch import __version__
-from nbbatch.cli.console import check_width_variables, guard_standard_streams
-from nbbatch.cli.exits import exits
-from nbbatch.errors import UsageError
+from nbbatch.cli.console import check_width_variables, guard_standard_streams, output_failure
+from nbbatch.cli.exits import exits, say_error
+from nbbatch.errors import ExitCode, UsageError
 
 app = typer.Typer(
     name="nbbatch",
@@ -42,6 +44,11 @@ PROVIDERS_HELP = "gemini, vertex, openai, stability, openrouter, simulator"
 def _show_version(value: bool) -> None:
     if value:
         print(f"nbbatch {__version__}")
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        if (failure := output_failure()) is not None:
+            say_error(f"cannot write the output: {failure.strerror or failure}")
+            raise typer.Exit(ExitCode.OUTPUT)
         raise typer.Exit(0)
 
 

@@ -1,15 +1,18 @@
 """The one place errors become exit codes, and where a failed output is told.
 
 A command returns its exit code or raises an NbbatchError; the ladder here prints the
-error (as text, on one line) and exits. Output that could not be written (a full disk) is
-said on stderr: for `run` the exit code stays what the run earned, for reading commands
-(`status`, `plan`), whose output is their result, it is exit 74.
+error (as text, on one line) and exits. Any other exception is a defect in nbbatch: it is
+named by type and line, never by its message (which may hold a secret), and exits 70.
+Output that could not be written (a full disk) is said on stderr: for `run` the exit code
+stays what the run earned, for reading commands (`status`, `plan`), whose output is their
+result, it is exit 74.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,7 +21,7 @@ import typer
 from rich.text import Text
 
 from nbbatch.cli.console import make_console, output_failure
-from nbbatch.errors import ExitCode, NbbatchError
+from nbbatch.errors import ExitCode, NbbatchError, describe_defect
 from nbbatch.text import printable
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -39,6 +42,14 @@ def exits(*, output_is_result: bool = False) -> Callable[[Command], Command]:
                 code = exc.exit_code
             except KeyboardInterrupt:
                 code = ExitCode.SIGINT
+            except (typer.Exit, typer.Abort):
+                raise
+            except Exception as exc:
+                if os.environ.get("NBBATCH_DEBUG"):
+                    raise  # the whole traceback, for whoever debugs nbbatch itself
+                say_error(f"internal error ({describe_defect(exc)}): please report it; what "
+                          "was finished is saved (set NBBATCH_DEBUG=1 for the traceback)")
+                code = ExitCode.SOFTWARE
             # What is still buffered (a short JSON document, say) fails only when flushed:
             # flush before asking whether the output was written.
             with contextlib.suppress(OSError, ValueError):

@@ -26,6 +26,7 @@ class StopKind(StrEnum):
     LEDGER = "ledger"  # the ledger cannot be written
     STORAGE = "storage"  # an image cannot be written
     NO_WAIT = "no_wait"  # batch mode: jobs submitted, left live for a later run
+    DEFECT = "defect"  # a defect in nbbatch itself stopped the run
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,8 @@ class Dispatcher:
         fatal = self.steering.fatal
         code = exit_code_for(counts, interrupted=self.interrupted_by, fatal=fatal,
                              all_dropped=self.steering.all_dropped(),
-                             stuck_on_fatal=self.recorder.stuck_on_fatal)
+                             stuck_on_fatal=self.recorder.stuck_on_fatal,
+                             defect=self.stop is not None and self.stop.kind is StopKind.DEFECT)
         stop = self.stop
         if fatal and code == fatal.exit_code:
             stop = Stop(StopKind.FATAL, f"{fatal.provider or 'provider'}: {fatal.message}")

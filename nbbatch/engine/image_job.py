@@ -31,6 +31,7 @@ from nbbatch.errors import (
     QuotaExhaustedError,
     StorageError,
     TransientError,
+    describe_defect,
 )
 from nbbatch.model import RetryConfig
 from nbbatch.providers.base import GeneratedImage, ImageRequest
@@ -68,6 +69,12 @@ class ImageMaker:
                        True)
         except (Halted, asyncio.CancelledError):
             pass  # stays pending; its attempts are already in the ledger
+        except Exception as exc:
+            # A defect in nbbatch, not an answer: stop the whole run (it may hit every image)
+            # with this one pending and said, instead of a task exception nobody collects.
+            defect = f"internal error ({describe_defect(exc)}); please report it"
+            self._halt(Stop(StopKind.DEFECT, f"{defect}: images in flight stay pending"), True)
+            self.recorder.pending(job, "internal", defect, level=Level.ERROR)
 
     async def _make(self, job: ImageJob) -> None:
         record = self.recorder

@@ -34,11 +34,14 @@ class RunSummary:
 
 
 def exit_code_for(counts: Counts, *, interrupted: ExitCode | None, fatal: FatalError | None,
-                  all_dropped: bool, stuck_on_fatal: int = 0) -> ExitCode:
-    """A signal wins; then a fatal answer (a rejected key, an unknown model) that stopped the
-    run or left images with no provider to take them; then what is left."""
+                  all_dropped: bool, stuck_on_fatal: int = 0, defect: bool = False) -> ExitCode:
+    """A signal wins; then a defect in nbbatch that stopped the run; then a fatal answer (a
+    rejected key, an unknown model) that stopped the run or left images with no provider to
+    take them; then what is left."""
     if interrupted:
         return interrupted
+    if defect:
+        return ExitCode.SOFTWARE
     if fatal and (all_dropped or stuck_on_fatal):
         return fatal.exit_code
     if counts.pending:
