@@ -73,15 +73,18 @@ from tests.e2e_helpers import KEY, env, nbbatch_cmd, requests_log, write_manifes
 Key = tuple[str, int]
 TEMP_NAME = re.compile(r"\.(.+)\.([0-9a-f]{16})\.tmp")
 CRASH_POINTS = ("mid-write", "before-rename", "after-rename")
+# Runs allowed per kill asked for: far more means kills do not land (say, a crash point
+# patched where nbbatch no longer calls it), and the benchmark must fail, not spin.
+RUNS_PER_KILL = 10
 # Batch mode adds kills at each step of a job's life: just after a create call was answered
 # (before the ledger records the job's name), while polling, and part-way through a download.
 BATCH_CRASH_POINTS = ("creating", "polling", "downloading", *CRASH_POINTS)
 
-# The real CLI, with nbbatch.storage's `os` wrapped so that the process SIGKILLs itself at the
+# The real CLI, with nbbatch.store.atomic's `os` wrapped so that the process SIGKILLs itself at the
 # Nth call of one file operation: the kill lands inside a save, where a timer rarely hits.
 CRASH_BOOT = r"""
 import os, signal, sys
-import nbbatch.store.files as storage
+import nbbatch.store.atomic as storage  # the one atomic writer: images and the gallery
 point, nth = sys.argv.pop(1).split(":")
 nth, calls = int(nth), [0]
 
@@ -656,6 +659,8 @@ class _Chaos:
         started = time.monotonic()
         batch = _new_batch(self.work, 1, cfg, self.url)
         while fig.kills < cfg.kills:
+            if fig.runs > RUNS_PER_KILL * (cfg.kills + 1):
+                raise Violation(f"{fig.runs} runs for {fig.kills} kills: the kills do not land")
             how, arg = _draw(rng, cfg, fig.kill_kinds["crash point"])
             code = _run(batch, self.work, cfg, how, arg)
             if self.after_run(batch, code, how, arg):
