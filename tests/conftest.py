@@ -1,10 +1,20 @@
 import asyncio
+import compileall
 import heapq
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config):
+    """Compile nbbatch once before the tests: the end-to-end tests start hundreds of nbbatch
+    processes, and where PYTHONDONTWRITEBYTECODE is set (as on CI machines) each would
+    compile every module again (a fifth of each start-up)."""
+    if not hasattr(config, "workerinput"):  # the xdist controller, or a plain run
+        compileall.compile_dir(Path(__file__).resolve().parents[1] / "nbbatch", quiet=1)
 
 KEY_VARIABLES = (
     "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "VERTEX_API_KEY",
