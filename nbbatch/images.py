@@ -94,10 +94,12 @@ def detect_image(data: bytes) -> ImageInfo:
                 if fmt == "PNG":
                     image.verify()  # every chunk's CRC; the pixels are decoded below
                     _check_png_rows(data, width, height)
-            with Image.open(BytesIO(data), formats=[f.pillow for f in FORMATS]) as image:
-                if image.format in ("JPEG", "MPO"):
+                elif fmt in ("JPEG", "MPO"):
                     _check_jpeg_complete(image, data)
                 else:
+                    image.load()
+            if fmt == "PNG":  # a verified image cannot be loaded: Pillow wants it opened again
+                with Image.open(BytesIO(data), formats=["PNG"]) as image:
                     image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise NotAnImageError("image has too many pixels (decompression bomb?)") from None

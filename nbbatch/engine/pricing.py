@@ -4,6 +4,7 @@ provider's own options (OpenAI's quality), nothing for providers that do not bil
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from nbbatch import catalog
 from nbbatch.model import Item, ProviderConfig
@@ -13,16 +14,26 @@ from nbbatch.providers import registry
 class Pricing:
     def __init__(self, providers: Mapping[str, ProviderConfig]) -> None:
         self._providers = providers
+        # A price depends on a handful of fields that 100,000 items share: look each up once.
+        self._prices: dict[tuple[Any, ...], float] = {}
 
     def list_price(self, item: Item, provider: str, model: str, *, batch: bool = False,
                    dearest: bool = False) -> float:
         """USD for one of `item`'s images made by `provider` with `model`. With `dearest`,
         the most it may cost (the provider picks quality or size): what a budget counts."""
+        key = (provider, model, item.image_size, item.aspect_ratio, batch, dearest)
+        price = self._prices.get(key)
+        if price is None:
+            price = self._prices[key] = self._price(*key)
+        return price
+
+    def _price(self, provider: str, model: str, image_size: str | None,
+               aspect_ratio: str | None, batch: bool, dearest: bool) -> float:
         if not self.billed(provider):
             return 0.0
         config = self._providers.get(provider)
         quality = config.options.get("quality") if config else None
-        return catalog.price(model, image_size=item.image_size, aspect_ratio=item.aspect_ratio,
+        return catalog.price(model, image_size=image_size, aspect_ratio=aspect_ratio,
                              quality=quality, batch=batch, dearest=dearest)
 
     @staticmethod

@@ -133,7 +133,7 @@ class Recorder:
         self.ledger.begin_save(key, file=placed.relative, sha256=digest, bytes=len(image.data),
                                provider=provider, model=made_by, cost_usd=cost,
                                usage=dict(image.usage) or None,
-                               size=dimensions(image.data), shape_note=note)
+                               size=image.pixels or dimensions(image.data), shape_note=note)
         try:
             await asyncio.to_thread(self.store.write, placed.relative, image.data, digest)
         except StorageError:

@@ -106,8 +106,10 @@ def _text(value: Any, hint: str = "") -> str:
 
 
 def _check_id(value: Any) -> str:
+    if not isinstance(value, str):  # the hint is built only when needed: 100,000 ids pass
+        _text(value, f'; quote it: id: "{value}"')
     try:
-        return validate_id(_text(value, f'; quote it: id: "{value}"'))
+        return validate_id(value)
     except ValueError as e:
         raise EntryError(str(e)) from None
 

@@ -38,6 +38,8 @@ class GeneratedImage:
     usage: Mapping[str, Any] = field(default_factory=dict)  # provider's token/usage report
     request_id: str | None = None
     text: str | None = None  # any non-thought text that came with the image
+    # (width, height) once the bytes were checked: read from them, so not compared
+    pixels: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,7 @@ def _read_content(
         usage=ctx["usage"] or {},
         request_id=ctx["request_id"],
         text=redact(text) or None,
+        pixels=(info.width, info.height),
     )
 
 

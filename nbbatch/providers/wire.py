@@ -299,4 +299,4 @@ def image_from_bytes(data: bytes, model: str, usage: Mapping[str, Any], request_
         raise TransientError(redact.message(f"received bytes are not an image: {exc}"),
                              possibly_billed=True, **ctx) from None
     return GeneratedImage(data=data, mime_type=info.mime_type, model=model, usage=usage,
-                          request_id=request_id, text=text)
+                          request_id=request_id, text=text, pixels=(info.width, info.height))
