@@ -182,3 +182,14 @@ def test_an_absurd_server_delay_reads_as_a_short_sane_message(tmp_path, where, v
         assert len(sent) == 1 and "asks to wait more than 100 days" in texts[-1]
     else:  # meaningless in that form: the usual backoff applies
         assert len(sent) == 2
+
+
+def test_json_is_read_within_its_value_bound_whichever_parser_reads_it():
+    from nbbatch.providers.answer_json import MAX_JSON_VALUES, parse_json
+
+    image_line = b'{"key":"k","response":{"data":"' + b"A" * 2_000_000 + b'"}}'
+    assert parse_json(image_line)["response"]["data"] == "A" * 2_000_000  # few commas: read
+    assert parse_json(b"[" + b"{}," * MAX_JSON_VALUES + b"{}]") is None  # too many values
+    assert parse_json(b"[" * 200_000 + b"]" * 200_000) is None  # no commas, too deep
+    assert parse_json(b'{"a": NaN, "b": 1e999}') == {"a": pytest.approx(float("nan"), nan_ok=True),
+                                                     "b": float("inf")}  # as json read it
