@@ -564,3 +564,22 @@ def test_the_image_columns_come_in_the_order_of_the_row_fields() -> None:
     from nbbatch.store.records import _IMAGE_FIELDS, ImageRow
 
     assert [f.name for f in dataclasses.fields(ImageRow)] == _IMAGE_FIELDS
+
+
+def test_a_sync_of_the_images_the_last_sync_left_compares_one_digest(ledger: Ledger) -> None:
+    images = plan(("a", 1, "fa"), ("b", 1, "fb"))
+    ledger.sync(images)
+    save(ledger, ("a", 1))  # what runs write leaves the digest as it is
+    before = ledger._conn.total_changes
+    assert ledger.sync(images) == SyncResult(new=0, changed=0, unchanged=2, removed=0)
+    assert ledger._conn.total_changes == before  # not one row written, not even the temp table
+    # Any other plan is compared row by row, and the one after it too.
+    assert ledger.sync(plan(("a", 1, "fa-2"))) == SyncResult(new=0, changed=1, unchanged=0,
+                                                             removed=1)
+    assert ledger.sync(images) == SyncResult(new=0, changed=1, unchanged=1, removed=0)
+    assert statuses(ledger) == {("a", 1): "pending", ("b", 1): "pending"}
+    # Rows from before prompts were normalised always get the full sync that adopts them.
+    ledger._conn.execute("UPDATE images SET legacy_text = 1 WHERE id = 'b'")
+    before = ledger._conn.total_changes
+    ledger.sync(images)
+    assert ledger._conn.total_changes > before

@@ -124,3 +124,22 @@ def test_a_ledger_from_before_normalisation_keeps_its_images(tmp_path, monkeypat
     # change either.
     assert run(write(tmp_path, "csv", lambda t: t.replace("\r\n", "\n")), tmp_path,
                transport) == 0
+
+
+def test_fingerprints_hash_the_json_every_ledger_was_written_with():
+    """A fingerprint that changed would make every image of every ledger again."""
+    import hashlib
+    import json
+
+    from nbbatch.model import Item
+
+    legacy = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    prompts = ["plain", 'quote " and \\ slash /', "tab\tline\nfeed\r\x00\x1f\x7f",
+               "é e\u0301 \u2028\u2029 \ufeff 😀 \U0010ffff", "控制 " * 40]
+    for prompt in prompts:
+        for refs in ((), ("ab" * 32,), ("ab" * 32, "cd" * 32)):
+            item = Item(id="x", prompt=prompt, provider="gemini", model="gemini-3-pro-image",
+                        aspect_ratio=None if refs else "1:1", image_size="2K",
+                        reference_digests=refs)
+            shape = [prompt, "gemini", "gemini-3-pro-image", item.aspect_ratio, "2K", refs]
+            assert item.fingerprint == hashlib.sha256(legacy.encode(shape).encode()).hexdigest()

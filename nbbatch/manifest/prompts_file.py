@@ -8,7 +8,9 @@ line so that even an encoding error is reported at its line.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -33,12 +35,28 @@ def read_rows(f: IO[bytes], suffix: str, display: str) -> Iterator[tuple[int, di
 
 
 def _text_lines(f: IO[bytes], display: str) -> Iterator[str]:
+    """The file's lines as text, each with its line break (UTF-8, a BOM allowed), decoded in
+    C a block at a time; bad UTF-8 is an error at its line."""
+    text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
+    try:
+        yield from text
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"not UTF-8 text: {e.reason}", file=display,
+                            line=_first_bad_line(f)) from None
+    finally:
+        with contextlib.suppress(ValueError):
+            text.detach()  # the caller owns the file and closes it
+
+
+def _first_bad_line(f: IO[bytes]) -> int | None:
+    """Where the first bytes that are not UTF-8 are (read again only on that error)."""
+    f.seek(0)
     for number, raw in enumerate(f, 1):
         try:
-            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as e:
-            raise ManifestError(f"not UTF-8 text: {e.reason}", file=display,
-                                line=number) from None
+            raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            return number
+    return None
 
 
 def _csv_rows(f: IO[bytes], display: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -3,8 +3,9 @@
 The schema version lives in `PRAGMA user_version`; MIGRATIONS[:N] build version N. The file is
 stamped with `PRAGMA application_id` so a foreign SQLite database is refused, not modified.
 Each migration is SQL, or a function of the connection once a table must be rebuilt. A
-migration that rewrites the items table must also `DELETE FROM meta WHERE key =
-'items_digest'`, so the next run records the items again (store/items.py).
+migration that rewrites the items or images table must also delete its digest from meta
+(`items_digest`, `images_digest`), so the next run records them again in full (store/items.py,
+store/sync.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
-"""Bringing the ledger in line with a manifest's images: set-based, in one transaction."""
+"""Bringing the ledger in line with a manifest's images: set-based, in one transaction.
+
+The images a sync made the ledger hold are remembered as a digest: the nightly run of an
+unchanged 100,000-prompt manifest compares one hash instead of 100,000 rows. Only a sync
+moves what the digest covers (keys, fingerprints, positions, estimates, membership).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -16,6 +22,10 @@ def sync_images(conn: sqlite3.Connection, images: Iterable[PlannedImage]) -> Syn
     a key that comes back counts as unchanged or changed by its fingerprint. A changed key
     becomes pending with its old result and any save intent cleared (attempts kept).
     """
+    images = list(images)
+    digest = _digest(images)
+    if _unchanged_since_last_sync(conn, digest):
+        return SyncResult(new=0, changed=0, unchanged=len(images), removed=0)
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS plan (id TEXT, idx INTEGER, fingerprint TEXT,"
         " position INTEGER, estimate_usd REAL, legacy_id TEXT, legacy_fingerprint TEXT,"
@@ -68,8 +78,25 @@ def sync_images(conn: sqlite3.Connection, images: Iterable[PlannedImage]) -> Syn
         (now,),
     ).rowcount
     conn.execute("DELETE FROM plan")
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('images_digest', ?)",
+                 (digest,))
     return SyncResult(new=new, changed=changed, unchanged=total - new - changed,
                       removed=removed)
+
+
+def _digest(images: list[PlannedImage]) -> str:
+    h = hashlib.sha256()
+    for i in images:
+        h.update(f"{i.id}\x1f{i.index}\x1f{i.fingerprint}\x1f{i.position}\x1f{i.estimate_usd!r}"
+                 f"\x1f{i.legacy_id}\x1f{i.legacy_fingerprint}\x1e".encode())
+    return h.hexdigest()
+
+
+def _unchanged_since_last_sync(conn: sqlite3.Connection, digest: str) -> bool:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'images_digest'").fetchone()
+    # Rows from before prompts were normalised are adopted by a full sync, whatever it says.
+    return (row is not None and row[0] == digest and conn.execute(
+        "SELECT 1 FROM images WHERE legacy_text = 1 LIMIT 1").fetchone() is None)
 
 
 def _adopt_legacy_rows(conn: sqlite3.Connection) -> None:
