@@ -31,6 +31,7 @@ from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageReques
 from nbbatch.providers.wire import (
     as_dict,
     as_text,
+    decode_base64,
     describe_body,
     get,
     parse_json,
@@ -308,7 +309,7 @@ def _b64decode(text: str) -> bytes:
     # Protobuf JSON allows URL-safe and unpadded base64 as well as the standard form.
     if "-" in text or "_" in text:
         text = text.translate(_URLSAFE)
-    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    return decode_base64(text + "=" * (-len(text) % 4))
 
 
 def _parse(body: bytes) -> dict[str, Any] | None:

@@ -7,7 +7,6 @@ the gateways that copy its API agree on the codes more than on the statuses.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from nbbatch.providers.base import CheckUnavailable, GeneratedImage, ImageLink
 from nbbatch.providers.wire import (
     as_dict,
     as_text,
+    decode_base64,
     describe_body,
     get,
     image_from_bytes,
@@ -111,7 +111,7 @@ def _read_success(
     encoded = first.get("b64_json")
     if isinstance(encoded, str) and encoded:
         try:
-            image_bytes = base64.b64decode(encoded, validate=True)
+            image_bytes = decode_base64(encoded)
         except (binascii.Error, ValueError):
             raise TransientError("image data is not valid base64", possibly_billed=True,
                                  **ctx) from None

@@ -20,7 +20,6 @@ returned as an ImageLink for the provider to download once. A 200 whose body hol
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -40,6 +39,7 @@ from nbbatch.providers.google import BLOCKING_FINISH_REASONS
 from nbbatch.providers.wire import (
     as_dict,
     as_text,
+    decode_base64,
     describe_body,
     get,
     image_from_bytes,
@@ -153,7 +153,7 @@ def _decode_data_url(url: str, ctx: dict[str, Any]) -> bytes:
     if not comma or ";base64" not in head.lower():
         raise TransientError("the image data URL is not base64", possibly_billed=True, **ctx)
     try:
-        return base64.b64decode("".join(data.split()), validate=True)
+        return decode_base64("".join(data.split()))
     except (binascii.Error, ValueError):
         raise TransientError("image data is not valid base64", possibly_billed=True,
                              **ctx) from None

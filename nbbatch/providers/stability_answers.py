@@ -19,7 +19,6 @@ means Stability blurred the image: it is blocked, never a done image. Errors are
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -37,6 +36,7 @@ from nbbatch.errors import (
 from nbbatch.providers.base import GeneratedImage
 from nbbatch.providers.wire import (
     as_text,
+    decode_base64,
     describe_body,
     get,
     image_from_bytes,
@@ -101,7 +101,7 @@ def _success(
         if not isinstance(encoded, str) or not encoded:
             raise TransientError("no image in the response (no \"image\" field)", **ctx)
         try:
-            data = base64.b64decode(encoded, validate=True)
+            data = decode_base64(encoded)
         except (binascii.Error, ValueError):
             raise TransientError("image data is not valid base64", possibly_billed=True,
                                  **ctx) from None
