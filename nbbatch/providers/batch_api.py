@@ -26,6 +26,8 @@ from nbbatch.providers.wire import (
 )
 
 SMALL_ANSWER_BYTES = 1 << 20  # a create, cancel or upload answer: one small JSON object
+TRANSFER_TIMEOUT = 3600.0  # seconds for one upload of a requests file
+LIST_PAGES = 50  # pages of a job list searched for a display name
 
 
 class BatchApiClient(BatchClient):

@@ -25,7 +25,7 @@ from nbbatch.errors import JobGoneError, ProviderError, TransientError
 from nbbatch.model import ProviderConfig
 from nbbatch.providers import google
 from nbbatch.providers.base import BatchItem, BatchResult, BatchStatus, JobPhase
-from nbbatch.providers.batch_api import BatchApiClient
+from nbbatch.providers.batch_api import LIST_PAGES, TRANSFER_TIMEOUT, BatchApiClient
 from nbbatch.providers.batch_lines import (
     checked_name,
     count,
@@ -48,8 +48,6 @@ INLINE_MAX_BYTES = 20 * 1024 * 1024  # the API's limit for a create body with in
 INLINE_RESULTS_BUDGET = 64 * 1024 * 1024
 _RESULT_BYTES = {"512": 1 << 20, "1K": 2 << 20, "2K": 6 << 20, "4K": 24 << 20}  # base64, roughly
 MAX_JOB_BYTES = INLINE_RESULTS_BUDGET * 4  # a job resource with its inline results
-TRANSFER_TIMEOUT = 3600.0  # seconds for one upload
-LIST_PAGES = 50  # pages of the job list searched for a display name
 _PHASES = {
     "PENDING": JobPhase.PENDING, "QUEUED": JobPhase.PENDING, "UNSPECIFIED": JobPhase.PENDING,
     "RUNNING": JobPhase.RUNNING, "CANCELLING": JobPhase.RUNNING, "PAUSED": JobPhase.RUNNING,

@@ -26,7 +26,12 @@ from nbbatch.providers.base import (
     ImageLink,
     JobPhase,
 )
-from nbbatch.providers.batch_api import SMALL_ANSWER_BYTES, BatchApiClient
+from nbbatch.providers.batch_api import (
+    LIST_PAGES,
+    SMALL_ANSWER_BYTES,
+    TRANSFER_TIMEOUT,
+    BatchApiClient,
+)
 from nbbatch.providers.batch_lines import checked_name, count, parse_line, write_jsonl
 from nbbatch.providers.openai import DEFAULT_BASE_URL, MAX_RESPONSE_BYTES
 from nbbatch.providers.openai_answers import DEFAULT_KEY_ENV, classify_document
@@ -42,8 +47,6 @@ from nbbatch.providers.wire import (
 
 ENDPOINT = "/v1/images/generations"
 METADATA_KEY = "nbbatch_job"  # our display name, in the job's metadata
-TRANSFER_TIMEOUT = 3600.0
-LIST_PAGES = 50
 _PHASES = {
     "validating": JobPhase.PENDING, "in_progress": JobPhase.RUNNING,
     "finalizing": JobPhase.RUNNING, "cancelling": JobPhase.RUNNING,
