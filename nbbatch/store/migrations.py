@@ -177,6 +177,10 @@ MIGRATIONS: list[Migration] = [
     INSERT OR IGNORE INTO files SELECT file, id, idx, coalesce(sha256, '') FROM images
         WHERE file IS NOT NULL;
     """,
+    # 8: a sync of the images the last sync left compares one digest (sync.py). From this
+    # schema on, an nbbatch that does not keep that digest cannot open the ledger, so no
+    # sync can leave it stale; one kept before is dropped.
+    "DELETE FROM meta WHERE key = 'images_digest';",
 ]
 
 
