@@ -12,7 +12,6 @@ import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -131,11 +130,12 @@ class Item:
     # id derived from that: what a ledger written before normalisation knows the image by.
     legacy_prompt: str | None = None
     legacy_id: str | None = None
+    # Hash of everything that shapes the image: a change means it is made again. Computed
+    # once, here (every command that loads items uses it; a cached_property takes a lock).
+    fingerprint: str = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def fingerprint(self) -> str:
-        """Hash of everything that shapes the image: a change means it is made again."""
-        return self._fingerprint(self.prompt)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", self._fingerprint(self.prompt))
 
     @property
     def legacy_fingerprint(self) -> str | None:

@@ -153,6 +153,24 @@ def test_piped_status_is_one_whole_line_per_image(tmp_path):
     assert rows[1][2] == "failed" and rows[1][6].startswith("blocked: ")
 
 
+def test_piped_status_lines_show_every_active_character_as_its_escape():
+    from nbbatch.cli.tables import status_lines
+    from nbbatch.engine.status import ShownImage
+    from nbbatch.store.records import ImageRow
+
+    def row(id_, model, message):
+        return ImageRow(id_, 1, "f", "failed", "gemini", model, 2, None, None, None, None,
+                        "invalid", message, 0, None, None, prompt="a\tb")
+
+    plain = row("plain", "m", "no")
+    hostile = row("x\u202ey", "m\r", "tab\there \x1b[2J")
+    lines = list(status_lines([ShownImage(r, "failed", f"invalid: {r.error_message}")
+                               for r in (plain, hostile)], wide=True))
+    assert lines[1] == "plain\ta\\x09b\t1\tfailed\tgemini\tm\t2\tinvalid: no"
+    assert lines[2].split("\t") == ["x\\u202ey", "a\\x09b", "1", "failed", "gemini", "m\\x0d",
+                                    "2", "invalid: tab\\x09here \\x1b[2J"]
+
+
 # -- a deleted image --------------------------------------------------------------------------
 
 

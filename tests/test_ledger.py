@@ -558,12 +558,41 @@ def test_recording_unchanged_items_writes_nothing_and_a_change_is_written(db: Pa
     conn.close()
 
 
-def test_the_image_columns_come_in_the_order_of_the_row_fields() -> None:
-    import dataclasses
+def test_the_per_status_reads_use_the_status_index_and_the_whole_reads_read_straight_through(
+        ledger: Ledger) -> None:
+    """At 100,000 images the counts must come from the index alone, "which are pending?" read
+    only those, and what reads every done image read the table in order, not the index."""
+    ledger.sync(plan(*((f"i{n}", 1, "f") for n in range(50))))
+    sent: list[str] = []
+    ledger._conn.set_trace_callback(sent.append)
+    ledger.counts()
+    ledger.batch.submittable()
+    list(ledger.done_files())
+    ledger._conn.set_trace_callback(None)
+    plans = {sql.split()[1][:20]: " ".join(row[3] for row in ledger._conn.execute(
+        "EXPLAIN QUERY PLAN " + sql)) for sql in sent if sql.startswith("SELECT")}
+    counts, pending, done = (plans[k] for k in ("count(*),", "images.id,", "id,"))
+    assert "COVERING INDEX images_state" in counts
+    assert "INDEX images_state (in_manifest=? AND status=?)" in pending
+    assert "TEMP B-TREE" not in pending
+    assert done == "SCAN images"
 
+
+def test_status_rows_come_failed_then_pending_then_done_each_in_manifest_order(
+        ledger: Ledger) -> None:
+    ledger.sync(plan(("a", 1, "f"), ("b", 1, "f"), ("c", 1, "f"), ("d", 1, "f"), ("e", 1, "f")))
+    for key in (("a", 1), ("d", 1)):
+        save(ledger, key)
+    for key in (("e", 1), ("b", 1)):
+        ledger.mark_failed(key, kind="invalid", message="no", provider="gemini", model="m1")
+    assert [r.id for r in ledger.rows(attention_first=True)] == ["b", "e", "c", "a", "d"]
+    assert [r.id for r in ledger.rows()] == ["a", "b", "c", "d", "e"]
+
+
+def test_the_image_columns_come_in_the_order_of_the_row_fields() -> None:
     from nbbatch.store.records import _IMAGE_FIELDS, ImageRow
 
-    assert [f.name for f in dataclasses.fields(ImageRow)] == _IMAGE_FIELDS
+    assert list(ImageRow._fields) == _IMAGE_FIELDS
 
 
 def test_a_sync_of_the_images_the_last_sync_left_compares_one_digest(ledger: Ledger) -> None:

@@ -701,6 +701,32 @@ def test_jsonl_errors(tmp_path: Path, text: str, expected: str) -> None:
     assert got == expected
 
 
+# Rows share their fields besides id and prompt, so the builder checks each combination once:
+# a value equal in Python to one already checked (True == 1 == 1.0) is still checked itself.
+@pytest.mark.parametrize(("fields", "expected"), [
+    (('"count": 1', '"count": true'), "count: must be a whole number from 1 to 100, got true"),
+    (('"count": 1', '"count": 1.0'), "count: must be a whole number from 1 to 100, got a number"),
+    (('"aspect_ratio": "1:1"', '"aspect_ratio": "1:2"'), "aspect_ratio: aspect ratio '1:2' is "),
+])
+def test_a_row_like_the_one_before_is_still_checked_itself(
+        tmp_path: Path, fields: tuple[str, str], expected: str) -> None:
+    rows = [f'{{"prompt": "a", {fields[0]}}}', f'{{"prompt": "b", {fields[0]}}}',
+            f'{{"prompt": "c", {fields[1]}}}']
+    write(tmp_path, "\n".join(rows) + "\n", "p.jsonl")
+    write(tmp_path, "prompts_file: p.jsonl\n")
+    assert error("m.yaml").startswith(f"p.jsonl:3: {expected}")
+
+
+def test_rows_that_share_their_other_fields_get_them_each(tmp_path: Path) -> None:
+    png(tmp_path / "a.png")
+    write(tmp_path, "id,prompt,aspect_ratio,count,images\nx,one,16:9,2,a.png\ny,two,16:9,2,a.png\n"
+                    "z,three,,,\n", "p.csv")
+    m = load_manifest(write(tmp_path, "defaults: {aspect_ratio: '4:3'}\nprompts_file: p.csv\n"))
+    assert [(i.id, i.aspect_ratio, i.count, len(i.references), i.line) for i in m.items] == [
+        ("x", "16:9", 2, 1, 2), ("y", "16:9", 2, 1, 3), ("z", "4:3", 1, 0, 4)]
+    assert len({i.fingerprint for i in m.items}) == 3
+
+
 def test_jsonl_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "p.jsonl").write_bytes(b'{"prompt": "a"}\n{"prompt": "caf\xe9"}\n')
     write(tmp_path, "prompts_file: p.jsonl\n")

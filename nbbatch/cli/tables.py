@@ -58,7 +58,8 @@ def status_lines(images: Iterable[ShownImage], *, wide: bool = False) -> Iterato
                  str(row.attempts), image.detail]
         if wide:
             cells.insert(1, row.prompt or "")
-        yield "\t".join(printable(cell) for cell in cells)
+        # One check in C for the usual row, whose every character shows as it is.
+        yield "\t".join(cells if "".join(cells).isprintable() else map(printable, cells))
 
 
 def _columns(wide: bool) -> list[str]:

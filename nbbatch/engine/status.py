@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from nbbatch.store.batch_jobs import JobRecord
 from nbbatch.store.files import RecordedFiles
@@ -29,8 +28,7 @@ class View(StrEnum):
     PENDING = "pending"
 
 
-@dataclass(frozen=True)
-class ShownImage:
+class ShownImage(NamedTuple):  # one per image shown: a tuple is the cheapest to build
     row: ImageRow
     state: str  # done | failed | pending | missing
     detail: str  # the file, or what went wrong

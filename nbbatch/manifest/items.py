@@ -18,6 +18,12 @@ from nbbatch.providers import registry
 from nbbatch.text import kind_of, shown
 
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+OWN_FIELDS = ("id", "prompt")  # every entry has its own; the other fields, entries share
+
+
+# What the shared fields resolve to: provider, model, aspect ratio, image size, count,
+# references and their digests.
+_Shared = tuple[str, str, str | None, str | None, int, tuple[Path, ...], tuple[str, ...]]
 
 
 class ItemBuilder:
@@ -41,6 +47,7 @@ class ItemBuilder:
         self._provider_models = provider_models
         self._refs: dict[str, tuple[Path, str]] = {}
         self._digests: dict[Path, str] = {}
+        self._resolved: dict[tuple[tuple[str, Any], ...], _Shared] = {}
         self.providers_used: set[str] = set()
 
     def build(self, raw: Any, line: int | None) -> tuple[Item, bool]:
@@ -50,10 +57,36 @@ class ItemBuilder:
                 "must be a mapping with at least a prompt (- prompt: A red sneaker), "
                 f"got {kind_of(raw)} {shown(raw)}"
             )
-        e = check_entry(raw, ENTRY_FIELDS)
-        prompt = e.get("prompt")
+        own = check_entry({k: raw[k] for k in OWN_FIELDS if k in raw}, OWN_FIELDS)
+        prompt = own.get("prompt")
         if prompt is None:
             raise EntryError("required: the text to generate an image from", ("prompt",))
+        rest = [(k, v) for k, v in raw.items() if k not in OWN_FIELDS]
+        provider, model, aspect, size, count, refs, digests = self._shared(rest)
+        explicit = "id" in own
+        written = raw["prompt"].strip()
+        legacy = written if written != prompt else None  # normalising changed it
+        item = Item(
+            id=own["id"] if explicit else derive_id(prompt), prompt=prompt, provider=provider,
+            model=model, aspect_ratio=aspect, image_size=size, count=count,
+            references=refs, reference_digests=digests, line=line, legacy_prompt=legacy,
+            legacy_id=derive_id(legacy) if legacy is not None and not explicit else None,
+        )
+        return item, explicit
+
+    def _shared(self, rest: list[tuple[str, Any]]) -> _Shared:
+        """What the fields besides id and prompt resolve to. 100,000 rows repeat a few
+        combinations of them: each is checked once. Only text and whole numbers make a key:
+        True, 1 and 1.0 are equal in Python but not in a manifest."""
+        key = tuple(rest) if all(type(v) is str or type(v) is int for _, v in rest) else None
+        found = self._resolved.get(key) if key is not None else None
+        if found is None:
+            found = self._resolve(check_entry(dict(rest), ENTRY_FIELDS))
+            if key is not None:
+                self._resolved[key] = found
+        return found
+
+    def _resolve(self, e: Mapping[str, Any]) -> _Shared:
         provider = e.get("provider", self._provider)
         model = self._model(provider, e)
         aspect = e.get("aspect_ratio", self._aspect)
@@ -65,18 +98,8 @@ class ItemBuilder:
         if images := e.get("images"):
             pairs = [self._reference(path, j) for j, path in enumerate(images)]
             refs, digests = tuple(p for p, _ in pairs), tuple(d for _, d in pairs)
-        explicit = "id" in e
         self.providers_used.add(provider)
-        written = raw["prompt"].strip()
-        legacy = written if written != prompt else None  # normalising changed it
-        item = Item(
-            id=e["id"] if explicit else derive_id(prompt), prompt=prompt, provider=provider,
-            model=model, aspect_ratio=aspect, image_size=size,
-            count=e.get("count", self._count),
-            references=refs, reference_digests=digests, line=line, legacy_prompt=legacy,
-            legacy_id=derive_id(legacy) if legacy is not None and not explicit else None,
-        )
-        return item, explicit
+        return provider, model, aspect, size, e.get("count", self._count), refs, digests
 
     def _check_shape(
         self, e: Mapping[str, Any], model: str, aspect: str | None, size: str | None

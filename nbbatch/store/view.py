@@ -141,12 +141,16 @@ class LedgerView:
     def rows(self, status: str | None = None, *,
              attention_first: bool = False) -> Iterator[ImageRow]:
         """Every image in the manifest (or those with `status`), in manifest order, streamed
-        in chunks; with `attention_first`, failed ones first, then pending, then done."""
+        in chunks; with `attention_first`, failed ones first, then pending, then done (each
+        status read in order from its index: nothing to sort)."""
+        if attention_first and status is None:
+            for each in ("failed", "pending", "done"):
+                yield from self.rows(each)
+            return
         where = "" if status is None else " AND images.status = ?"
-        first = "images.status = 'done', images.status = 'pending', " if attention_first else ""
         cur = self._conn.execute(
             f"SELECT {IMAGE_COLUMNS} FROM {IMAGES} WHERE in_manifest = 1{where}"
-            f" ORDER BY {first}images.position, idx", () if status is None else (status,)
+            " ORDER BY images.position, idx", () if status is None else (status,)
         )
         try:
             while chunk := cur.fetchmany(1000):
@@ -164,8 +168,10 @@ class LedgerView:
     @reads
     def done_files(self) -> Iterator[tuple[Key, str | None, int | None]]:
         """(key, file, bytes) of every done image in the manifest."""
+        # `+` keeps SQLite from the index: most images are done, and reading the table
+        # straight through is twice as fast as looking each one up from the index.
         rows = self._conn.execute(
-            "SELECT id, idx, file, bytes FROM images WHERE in_manifest = 1 AND status = 'done'")
+            "SELECT id, idx, file, bytes FROM images WHERE +in_manifest = 1 AND +status = 'done'")
         for id_, idx, file, size in rows:
             yield (id_, idx), file, size
 
@@ -174,7 +180,7 @@ class LedgerView:
         """The first `limit` failed images, then pending ones, in manifest order."""
         rows = self._conn.execute(
             f"SELECT {IMAGE_COLUMNS} FROM {IMAGES} WHERE in_manifest = 1"
-            " AND images.status <> 'done'"
+            " AND images.status IN ('failed', 'pending')"
             " ORDER BY images.status = 'pending', images.position, idx LIMIT ?", (limit,))
         return [image_row(row) for row in rows]
 
@@ -200,9 +206,9 @@ class LedgerView:
     def cost_summary(self) -> CostSummary:
         """What the done images of the manifest cost, what every run on this folder spent,
         and what the pending images are expected to cost."""
-        on_disk, done = self._conn.execute(
-            "SELECT total(cost_usd), count(*) FROM images WHERE in_manifest = 1"
-            " AND status = 'done'"
+        on_disk, done = self._conn.execute(  # read straight through, as in done_files
+            "SELECT total(cost_usd), count(*) FROM images WHERE +in_manifest = 1"
+            " AND +status = 'done'"
         ).fetchone()
         (remaining,) = self._conn.execute(
             "SELECT total(estimate_usd) FROM images WHERE in_manifest = 1 AND status = 'pending'"
