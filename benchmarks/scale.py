@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nbbatch.engine.run import planned_images
+from nbbatch.engine.planned import planned_images
 from nbbatch.manifest import load_manifest
 from nbbatch.settings import manifest_record
 from nbbatch.store.ledger import Ledger

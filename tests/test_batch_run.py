@@ -12,7 +12,7 @@ import yaml
 
 from nbbatch.engine.batch_run import BatchRun
 from nbbatch.engine.budget import Budget, StopKind
-from nbbatch.engine.run import planned_images
+from nbbatch.engine.planned import planned_images
 from nbbatch.errors import (
     BlockedError,
     ExitCode,

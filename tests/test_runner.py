@@ -11,7 +11,7 @@ from PIL import Image
 
 from nbbatch.engine.budget import Budget
 from nbbatch.engine.dispatcher import Dispatcher
-from nbbatch.engine.run import planned_images
+from nbbatch.engine.planned import planned_images
 from nbbatch.errors import (
     BlockedError,
     ExitCode,

@@ -12,7 +12,7 @@ from nbbatch.engine.budget import Budget, BudgetGuard, StopKind
 from nbbatch.engine.dispatcher import Dispatcher
 from nbbatch.engine.events import EventKind, Level, ProviderState
 from nbbatch.engine.failover import Choice, Router
-from nbbatch.engine.run import planned_images
+from nbbatch.engine.planned import planned_images
 from nbbatch.errors import ExitCode, QuotaExhaustedError
 from nbbatch.model import FailoverConfig, PacingConfig
 from nbbatch.store.files import ImageStore

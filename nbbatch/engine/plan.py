@@ -52,9 +52,7 @@ def plan_batch(settings: Settings) -> Plan:
     if find_ledger(settings.out) is not None:
         with open_for_reading(settings.out) as ledger:
             known = ledger.states()
-            files = RecordedFiles(settings.out)
-            missing = {key for key, file, size in ledger.done_files()
-                       if files.problem(file, size)}
+            missing = {key for key, _ in RecordedFiles(settings.out).problems(ledger.done_files())}
     keep_failed = not settings.options.retry_failed
     pricing = Pricing(manifest.providers)
     done = failed = 0

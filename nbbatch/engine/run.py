@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +22,7 @@ from nbbatch.engine.budget import Budget
 from nbbatch.engine.dispatcher import Dispatcher
 from nbbatch.engine.events import Event, EventKind, EventSink, Level, Progress, Watcher
 from nbbatch.engine.failover import candidates
-from nbbatch.engine.pricing import Pricing
+from nbbatch.engine.planned import planned_digest, planned_images
 from nbbatch.engine.shapes import Shapes
 from nbbatch.engine.signals import handle_in_loop, ignored, raised_during_start_up
 from nbbatch.engine.summary import RunSummary
@@ -37,22 +37,8 @@ from nbbatch.store.files import ImageStore, RecordedFiles
 from nbbatch.store.ledger import Ledger
 from nbbatch.store.lock import FolderLock
 from nbbatch.store.paths import make_output_folder
-from nbbatch.store.records import PlannedImage
 
 TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
-
-
-def planned_images(manifest: Manifest) -> Iterator[PlannedImage]:
-    pricing = Pricing(manifest.providers)
-    position = 0
-    batch = manifest.mode == "batch"
-    for item in manifest.items:
-        estimate = pricing.estimate(item, batch=batch)
-        legacy = item.legacy_fingerprint
-        for index in range(1, item.count + 1):
-            yield PlannedImage(item.id, index, item.fingerprint, position, estimate,
-                               item.legacy_id, legacy)
-            position += 1
 
 
 def build_providers(
@@ -90,9 +76,7 @@ def _recover(ledger: Ledger, store: ImageStore) -> None:
 def reopen_missing(ledger: Ledger, manifest: Manifest, out: Path) -> list[str]:
     """A done image whose file was deleted (or changed size) is made again: one stat each.
     Returns what to tell the user, one line per image."""
-    files = RecordedFiles(out)
-    problems = [(key, why) for key, file, size in ledger.done_files()
-                if (why := files.problem(file, size))]
+    problems = RecordedFiles(out).problems(ledger.done_files())
     ledger.reopen(problems)
     items = {item.id: item for item in manifest.items} if problems else {}
     return [f"{items[id_].label(idx) if id_ in items else id_}: {why}; it will be made again"
@@ -122,7 +106,8 @@ def _run(settings: Settings, *, env: Mapping[str, str], cwd: Path, on_event: Eve
         store.prepare()
         with Ledger.open(out / LEDGER_FILE) as ledger:
             _recover(ledger, store)
-            ledger.sync(planned_images(manifest), manifest.items)
+            ledger.sync(planned_images(manifest), manifest.items,
+                        digest=planned_digest(manifest))
             notes = reopen_missing(ledger, manifest, out)
             if options.retry_failed:
                 ledger.retry_failed()

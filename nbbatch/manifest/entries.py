@@ -198,10 +198,14 @@ def check_entry(raw: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, A
         if key not in allowed:
             raise EntryError(f"unknown key {shown(key)}; allowed keys: {', '.join(allowed)}",
                              (key,))
-        if value is None:
-            continue
-        try:
-            out[key] = _CHECKS[key](value)
-        except EntryError as e:
-            raise EntryError(e.message, (key, *e.key)) from None
+        if value is not None:
+            out[key] = check_field(key, value)
     return out
+
+
+def check_field(key: str, value: Any) -> Any:
+    """The clean value of one known field (`value` not None); EntryError names the field."""
+    try:
+        return _CHECKS[key](value)
+    except EntryError as e:
+        raise EntryError(e.message, (key, *e.key)) from None

@@ -11,7 +11,13 @@ from typing import Any
 
 from nbbatch import catalog
 from nbbatch.images import sniff
-from nbbatch.manifest.entries import ENTRY_FIELDS, EntryError, check_entry, derive_id
+from nbbatch.manifest.entries import (
+    ENTRY_FIELDS,
+    EntryError,
+    check_entry,
+    check_field,
+    derive_id,
+)
 from nbbatch.manifest.reading import NotAFileError, open_regular, reason
 from nbbatch.model import Item
 from nbbatch.providers import registry
@@ -57,17 +63,18 @@ class ItemBuilder:
                 "must be a mapping with at least a prompt (- prompt: A red sneaker), "
                 f"got {kind_of(raw)} {shown(raw)}"
             )
-        own = check_entry({k: raw[k] for k in OWN_FIELDS if k in raw}, OWN_FIELDS)
-        prompt = own.get("prompt")
-        if prompt is None:
+        given_id, written = raw.get("id"), raw.get("prompt")
+        explicit = given_id is not None
+        item_id: str = check_field("id", given_id) if explicit else ""  # derived below
+        if written is None:
             raise EntryError("required: the text to generate an image from", ("prompt",))
+        prompt = check_field("prompt", written)
         rest = [(k, v) for k, v in raw.items() if k not in OWN_FIELDS]
         provider, model, aspect, size, count, refs, digests = self._shared(rest)
-        explicit = "id" in own
-        written = raw["prompt"].strip()
+        written = written.strip()
         legacy = written if written != prompt else None  # normalising changed it
         item = Item(
-            id=own["id"] if explicit else derive_id(prompt), prompt=prompt, provider=provider,
+            id=item_id or derive_id(prompt), prompt=prompt, provider=provider,
             model=model, aspect_ratio=aspect, image_size=size, count=count,
             references=refs, reference_digests=digests, line=line, legacy_prompt=legacy,
             legacy_id=derive_id(legacy) if legacy is not None and not explicit else None,

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from nbbatch.errors import StorageError
 from nbbatch.store.atomic import fsync_folder, write_atomically
 from nbbatch.store.paths import refuse_unsafe
+from nbbatch.store.records import Key
 
 IMAGES_DIR = "images"
 TEMP_SUFFIX = ".tmp"
@@ -42,6 +44,20 @@ class RecordedFiles:
 
     def __init__(self, out: Path) -> None:
         self._prefix = os.path.join(os.fspath(out), "")
+
+    def problems(self, done: Iterable[tuple[Key, str | None, int | None]]) -> list[tuple[Key, str]]:
+        """(key, why) for each of the `done` images (key, file, bytes) whose file is not there
+        as recorded. The usual file, there at its size, costs one stat and nothing else."""
+        stat, prefix, found = os.stat, self._prefix, []
+        for key, relative, size in done:
+            try:
+                if relative and stat(prefix + relative).st_size == size:
+                    continue
+            except OSError:
+                pass
+            if why := self.problem(relative, size):
+                found.append((key, why))
+        return found
 
     def problem(self, relative: str | None, size: int | None) -> str | None:
         """Why the file is not there as recorded (gone, or another size), or None."""

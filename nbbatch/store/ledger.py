@@ -108,12 +108,14 @@ class Ledger(LedgerView):
             (time.time(), int(exit_code), run_id),
         )
 
-    def sync(self, images: Iterable[PlannedImage], items: Sequence[Item] = ()) -> SyncResult:
+    def sync(self, images: Iterable[PlannedImage], items: Sequence[Item] = (), *,
+             digest: str | None = None) -> SyncResult:
         """Make the ledger match the manifest: what each item asks for (items.py), then its
-        images (sync.py), in one transaction."""
+        images (sync.py), in one transaction. `digest`, when the caller has one, stands for
+        `images`: if the last sync left it, `images` is not even read."""
         with self._transaction():
             record_items(self._conn, items)
-            return sync_images(self._conn, images)
+            return sync_images(self._conn, images, digest)
 
     def reopen(self, problems: Iterable[tuple[Key, str]]) -> int:
         """Done images whose file is not as recorded go back to pending, saying why."""

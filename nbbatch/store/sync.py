@@ -2,7 +2,10 @@
 
 The images a sync made the ledger hold are remembered as a digest: the nightly run of an
 unchanged 100,000-prompt manifest compares one hash instead of 100,000 rows. Only a sync
-moves what the digest covers (keys, fingerprints, positions, estimates, membership).
+moves what the digest covers (keys, fingerprints, positions, estimates, membership). A run
+hands over a digest it made from the items (engine/planned.py), so an unchanged manifest
+builds no row at all; without one, the digest is made here from the rows. The two kinds
+never match each other, so changing kinds costs one full sync, never a stale ledger.
 """
 
 from __future__ import annotations
@@ -15,17 +18,21 @@ from collections.abc import Iterable
 from nbbatch.store.records import PlannedImage, SyncResult
 
 
-def sync_images(conn: sqlite3.Connection, images: Iterable[PlannedImage]) -> SyncResult:
+def sync_images(conn: sqlite3.Connection, images: Iterable[PlannedImage],
+                digest: str | None = None) -> SyncResult:
     """Make the ledger match the manifest's images, set-based in one transaction.
 
     Counts are changes relative to the ledger: `removed` counts keys dropped by this sync;
     a key that comes back counts as unchanged or changed by its fingerprint. A changed key
     becomes pending with its old result and any save intent cleared (attempts kept).
     """
-    images = list(images)
-    digest = _digest(images)
+    if digest is None:
+        images = list(images)
+        digest = _digest(images)
     if _unchanged_since_last_sync(conn, digest):
-        return SyncResult(new=0, changed=0, unchanged=len(images), removed=0)
+        (unchanged,) = conn.execute("SELECT count(*) FROM images WHERE in_manifest = 1").fetchone()
+        return SyncResult(new=0, changed=0, unchanged=unchanged, removed=0)
+    images = list(images)
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS plan (id TEXT, idx INTEGER, fingerprint TEXT,"
         " position INTEGER, estimate_usd REAL, legacy_id TEXT, legacy_fingerprint TEXT,"

@@ -166,14 +166,13 @@ class LedgerView:
         return {(id_, idx): (fingerprint, status) for id_, idx, fingerprint, status in rows}
 
     @reads
-    def done_files(self) -> Iterator[tuple[Key, str | None, int | None]]:
+    def done_files(self) -> list[tuple[Key, str | None, int | None]]:
         """(key, file, bytes) of every done image in the manifest."""
         # `+` keeps SQLite from the index: most images are done, and reading the table
         # straight through is twice as fast as looking each one up from the index.
         rows = self._conn.execute(
             "SELECT id, idx, file, bytes FROM images WHERE +in_manifest = 1 AND +status = 'done'")
-        for id_, idx, file, size in rows:
-            yield (id_, idx), file, size
+        return [((id_, idx), file, size) for id_, idx, file, size in rows]
 
     @reads
     def needing_attention(self, limit: int) -> list[ImageRow]:

@@ -1,0 +1,73 @@
+"""The images a manifest plans, and the digest that stands for them: an unchanged manifest is
+compared by that one hash (no row built), and anything the rows would hold changes it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from nbbatch.engine.planned import planned_digest, planned_images
+from nbbatch.model import Interval, Item, Manifest, PacingConfig, ProviderConfig, RetryConfig
+from nbbatch.store.ledger import Ledger
+
+
+def manifest(tmp_path: Path, *items: Item, **changes) -> Manifest:
+    m = Manifest(path=tmp_path / "m.yaml", output=tmp_path / "out", providers={},
+                 pacing=PacingConfig(Interval(1, 1), 2), retry=RetryConfig(), failover=None,
+                 items=items)
+    return replace(m, **changes)
+
+
+def item(id_: str, prompt: str = "a red sneaker", **fields) -> Item:
+    return Item(id=id_, prompt=prompt, provider="gemini", model="gemini-3-pro-image", **fields)
+
+
+BASE = (item("a"), item("b", "a blue boot", count=2), item("c", "socks"))
+
+
+@pytest.mark.parametrize("changed", [
+    pytest.param(lambda m: replace(m, items=(m.items[1], m.items[0], m.items[2])), id="order"),
+    pytest.param(lambda m: replace(m, items=m.items[:2]), id="one item fewer"),
+    pytest.param(lambda m: replace(m, items=(m.items[0], replace(m.items[1], count=3),
+                                             m.items[2])), id="count"),
+    pytest.param(lambda m: replace(m, items=(replace(m.items[0], prompt="a green sneaker"),
+                                             *m.items[1:])), id="prompt"),
+    pytest.param(lambda m: replace(m, items=(replace(m.items[0], image_size="4K"),
+                                             *m.items[1:])), id="size and so the price"),
+    pytest.param(lambda m: replace(m, mode="batch"), id="batch price"),
+    pytest.param(lambda m: replace(m, items=(replace(m.items[0], id="a2"), *m.items[1:])),
+                 id="id"),
+    pytest.param(lambda m: replace(m, items=(replace(m.items[0], legacy_prompt="a red  sneaker",
+                                                     legacy_id="old"), *m.items[1:])),
+                 id="what an old ledger knows it by"),
+    pytest.param(lambda m: replace(m, providers={"gemini": ProviderConfig("gemini")}),
+                 id="nothing the images hold"),
+])
+def test_the_digest_changes_exactly_when_the_planned_images_do(tmp_path, changed) -> None:
+    before = manifest(tmp_path, *BASE)
+    after = changed(before)
+    same_images = list(planned_images(before)) == list(planned_images(after))
+    assert (planned_digest(before) == planned_digest(after)) == same_images
+
+
+def test_an_unchanged_manifest_is_synced_without_building_its_images(tmp_path) -> None:
+    m = manifest(tmp_path, *BASE)
+
+    def must_not_be_read():
+        raise AssertionError("the images of an unchanged manifest were built")
+        yield
+
+    with Ledger.open(tmp_path / "ledger.db") as ledger:
+        first = ledger.sync(planned_images(m), m.items, digest=planned_digest(m))
+        assert first.new == 4
+        again = ledger.sync(must_not_be_read(), m.items, digest=planned_digest(m))
+        assert (again.new, again.changed, again.unchanged, again.removed) == (0, 0, 4, 0)
+        # A digest of the other kind (made from the rows) is never taken for this one.
+        assert ledger.sync(planned_images(m), m.items).unchanged == 4
+        grown = replace(m, items=(*m.items, item("d", "a hat")))
+        assert ledger.sync(planned_images(grown), grown.items,
+                           digest=planned_digest(grown)).new == 1
+        assert [(r.id, r.index, r.position) for r in ledger.rows()] == [
+            ("a", 1, 0), ("b", 1, 1), ("b", 2, 2), ("c", 1, 3), ("d", 1, 4)]
