@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nbbatch.engine.planned import planned_images
+from nbbatch.engine.planned import planned_digest, planned_images
 from nbbatch.manifest import load_manifest
 from nbbatch.settings import manifest_record
 from nbbatch.store.ledger import Ledger
@@ -68,17 +68,20 @@ def mark_everything_done(manifest: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_manifest(manifest)
     with Ledger.open(out / "ledger.db") as ledger:
-        ledger.sync(planned_images(loaded), loaded.items)
+        ledger.sync(planned_images(loaded), loaded.items, digest=planned_digest(loaded))
         ledger.start_run(manifest=str(manifest), options={}, cwd=str(manifest.parent),
                          pid=os.getpid(), settings=manifest_record(loaded))
         db = ledger._conn  # benchmark set-up only: a real run makes each image
         with db:
-            db.execute("UPDATE images SET status='done', file='images/x.jpg', sha256='0', "
-                       "bytes=1, cost_usd=0")
-    # The file every done image names: a run and `plan` stat each one (a deleted file is
-    # made again), so it must be there.
-    (out / "images").mkdir(exist_ok=True)
-    (out / "images/x.jpg").write_bytes(b"x")
+            db.execute("UPDATE images SET status='done', file='images/' || id || '.jpg',"
+                       " sha256='0', bytes=1, cost_usd=0")
+    # The file every done image names, each its own as in a real folder: a run, `plan` and
+    # `status` stat each one (a deleted file is made again), and 100,000 names in one
+    # folder cost the file system more than one name looked up again and again.
+    images = out / "images"
+    images.mkdir(exist_ok=True)
+    for item in loaded.items:
+        (images / f"{item.id}.jpg").write_bytes(b"x")
 
 
 def main() -> None:

@@ -71,3 +71,19 @@ def test_an_unchanged_manifest_is_synced_without_building_its_images(tmp_path) -
                            digest=planned_digest(grown)).new == 1
         assert [(r.id, r.index, r.position) for r in ledger.rows()] == [
             ("a", 1, 0), ("b", 1, 1), ("b", 2, 2), ("c", 1, 3), ("d", 1, 4)]
+
+
+def test_an_item_sets_every_field_once_stays_frozen_and_replace_refingerprints() -> None:
+    import dataclasses
+
+    made = Item("a", "a red sneaker", "gemini", "gemini-3-pro-image")
+    assert set(vars(made)) == {f.name for f in dataclasses.fields(Item)}
+    assert (made.aspect_ratio, made.image_size, made.count, made.references, made.line) == (
+        None, None, 1, (), None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.prompt = "something else"  # type: ignore[misc]
+    other = replace(made, prompt="a blue boot")
+    assert other.fingerprint == Item("a", "a blue boot", "gemini",
+                                     "gemini-3-pro-image").fingerprint != made.fingerprint
+    assert made == Item("a", "a red sneaker", "gemini", "gemini-3-pro-image", line=None)
+    assert hash(made) == hash(Item("a", "a red sneaker", "gemini", "gemini-3-pro-image"))
