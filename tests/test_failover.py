@@ -26,6 +26,24 @@ def test_candidates_put_the_items_provider_first():
     assert candidates(item, None) == ("openai",)
 
 
+def test_routes_worked_out_per_shape_are_each_items_candidates(tmp_path):
+    from nbbatch.engine.failover import routes_of
+    from nbbatch.engine.shapes import Shapes
+
+    failover = FailoverConfig(order=("gemini", "openai"), same_shape=True)
+    shapes = [("16:9", "2K"), ("3:2", None), ("16:9", "2K"), ("1:1", None), ("3:2", None)]
+    items = tuple(Item(id=f"i{n}", prompt="p", provider="gemini", model="gemini-3-pro-image",
+                       aspect_ratio=ratio, image_size=size)
+                  for n, (ratio, size) in enumerate(shapes))
+    items += (Item(id="o", prompt="p", provider="openai", model="gpt-image-1"),)
+    m = Manifest(path=tmp_path / "m.yaml", output=None, providers={},
+                 pacing=PacingConfig(Interval(1, 1), 1), retry=RetryConfig(),
+                 failover=failover, items=items)
+    routes = routes_of(items, failover, Shapes(m))
+    assert routes == {item.id: candidates(item, failover, Shapes(m)) for item in items}
+    assert routes["i0"] == ("gemini",) and routes["i1"] == ("gemini", "openai")
+
+
 def test_trips_after_consecutive_overloads_and_probes_on_schedule(clock):
     router = Router(["gemini", "openai"], trip_after=3, probe_every=300, clock=clock)
     both = ("gemini", "openai")

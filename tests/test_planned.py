@@ -87,3 +87,40 @@ def test_an_item_sets_every_field_once_stays_frozen_and_replace_refingerprints()
                                      "gemini-3-pro-image").fingerprint != made.fingerprint
     assert made == Item("a", "a red sneaker", "gemini", "gemini-3-pro-image", line=None)
     assert hash(made) == hash(Item("a", "a red sneaker", "gemini", "gemini-3-pro-image"))
+
+
+def test_plan_reads_only_the_unfinished_images_of_a_ledger_synced_as_planned(
+        tmp_path, monkeypatch) -> None:
+    """The same plan, whether the ledger's every image is read or, when its last sync was
+    of exactly these images, only the failed and pending ones (done, failed, pending and a
+    deleted file among them)."""
+    import yaml
+
+    from nbbatch.engine.plan import plan_batch
+    from nbbatch.engine.run import run_batch
+    from nbbatch.settings import RunOptions, resolve
+    from nbbatch.sim import SimulatorOptions
+    from nbbatch.sim.inprocess import simulator_transport
+    from nbbatch.store.view import LedgerView
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({
+        "version": 1, "output": "out", "pacing": {"interval": 0},
+        "defaults": {"provider": "simulator", "model": "gemini-3-pro-image"},
+        "prompts": [{"id": f"p{i}", "prompt": p} for i, p in enumerate(
+            ["a", "no [blocked]", "c", "d", "e", "f"])]}))
+    transport = simulator_transport(SimulatorOptions())
+    run_batch(resolve(path, RunOptions(max_images=4), cwd=tmp_path), env={}, cwd=tmp_path,
+              handle_signals=False, transport_factory=lambda name: transport)
+    (tmp_path / "out/images/p0.jpg").unlink()
+    settings = resolve(path, RunOptions(), cwd=tmp_path)
+    read: list[bool] = []
+    states = LedgerView.states
+    monkeypatch.setattr(LedgerView, "states", lambda self, **kw: (
+        read.append(kw.get("unfinished_only", False)), states(self, **kw))[1])
+    fast = plan_batch(settings)
+    monkeypatch.setattr(LedgerView, "synced_as", lambda self, digest: False)
+    slow = plan_batch(settings)
+    assert read == [True, False]
+    assert fast == slow
+    assert (fast.done, fast.failed, fast.pending, fast.missing) == (3, 1, 2, 1)

@@ -21,7 +21,7 @@ from nbbatch.engine.events import (
     Watcher,
     start_message,
 )
-from nbbatch.engine.failover import candidates
+from nbbatch.engine.failover import candidates, routes_of
 from nbbatch.engine.image_job import ImageMaker
 from nbbatch.engine.job import ImageJob
 from nbbatch.engine.pacing import Clock, Sleep
@@ -164,8 +164,9 @@ class Dispatcher:
         """Check keys and models before the first generation request (see preflight.py)."""
         lanes = self.steering.lanes
         items = {row.id: self.items[row.id] for row in pending if row.id in self.items}
-        routes = {i: self.steering.usable(candidates(item, self.manifest.failover, self.shapes))
-                  for i, item in items.items()}
+        routes = routes_of(items.values(), self.manifest.failover, self.shapes)
+        usable = {route: self.steering.usable(route) for route in set(routes.values())}
+        routes = {i: usable[route] for i, route in routes.items()}
         needs = needs_of(items.values(), routes, {n: lane.model for n, lane in lanes.items()})
         checks = await run_checks({n: lane.provider for n, lane in lanes.items()}, needs)
         if (error := blocking(checks)) is not None:

@@ -10,7 +10,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from nbbatch import catalog
-from nbbatch.engine.failover import candidates
+from nbbatch.engine.failover import routes_of
+from nbbatch.engine.planned import planned_digest
 from nbbatch.engine.preflight import Check, blocking, needs_of, run_checks
 from nbbatch.engine.pricing import Pricing
 from nbbatch.engine.shapes import Shapes
@@ -49,9 +50,11 @@ def plan_batch(settings: Settings) -> Plan:
     manifest = settings.manifest
     known: dict[tuple[str, int], tuple[str, str]] = {}
     missing: set[tuple[str, int]] = set()  # done, but the file is gone: made again
+    synced = False  # the ledger holds exactly the planned images: read only unfinished ones
     if find_ledger(settings.out) is not None:
         with open_for_reading(settings.out) as ledger:
-            known = ledger.states()
+            synced = ledger.synced_as(planned_digest(manifest))
+            known = ledger.states(unfinished_only=synced)
             missing = {key for key, _ in RecordedFiles(settings.out).problems(ledger.done_files())}
     keep_failed = not settings.options.retry_failed
     pricing = Pricing(manifest.providers)
@@ -65,7 +68,7 @@ def plan_batch(settings: Settings) -> Plan:
         fingerprint = item.fingerprint
         legacy = item.legacy_fingerprint
         for index in range(1, item.count + 1):
-            state = known.get((item.id, index))
+            state = known.get((item.id, index)) or ((fingerprint, "done") if synced else None)
             if legacy is not None:  # a ledger from before prompts were normalised: as a run
                 old = state or known.get((item.legacy_id or item.id, index))  # would adopt it
                 state = (fingerprint, old[1]) if old and old[0] == legacy else state
@@ -104,7 +107,7 @@ class PlanChecks:
 def check_providers(manifest: Manifest, env: Mapping[str, str]) -> PlanChecks:
     """The run's pre-flight, for `plan`: free metadata requests, no generation request."""
     shapes = Shapes(manifest)
-    routes = {item.id: candidates(item, manifest.failover, shapes) for item in manifest.items}
+    routes = routes_of(manifest.items, manifest.failover, shapes)
     names = {name for route in routes.values() for name in route}
     providers, skipped = {}, []
     for name in sorted(names):

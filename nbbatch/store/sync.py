@@ -29,7 +29,7 @@ def sync_images(conn: sqlite3.Connection, images: Iterable[PlannedImage],
     if digest is None:
         images = list(images)
         digest = _digest(images)
-    if _unchanged_since_last_sync(conn, digest):
+    if unchanged_since_last_sync(conn, digest):
         (unchanged,) = conn.execute("SELECT count(*) FROM images WHERE in_manifest = 1").fetchone()
         return SyncResult(new=0, changed=0, unchanged=unchanged, removed=0)
     images = list(images)
@@ -99,7 +99,7 @@ def _digest(images: list[PlannedImage]) -> str:
     return h.hexdigest()
 
 
-def _unchanged_since_last_sync(conn: sqlite3.Connection, digest: str) -> bool:
+def unchanged_since_last_sync(conn: sqlite3.Connection, digest: str) -> bool:
     row = conn.execute("SELECT value FROM meta WHERE key = 'images_digest'").fetchone()
     # Rows from before prompts were normalised are adopted by a full sync, whatever it says.
     return (row is not None and row[0] == digest and conn.execute(

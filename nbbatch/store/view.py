@@ -34,6 +34,7 @@ from nbbatch.store.records import (
     attempt_row,
     image_row,
 )
+from nbbatch.store.sync import unchanged_since_last_sync
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -159,20 +160,32 @@ class LedgerView:
             cur.close()
 
     @reads
-    def states(self) -> dict[Key, tuple[str, str]]:
+    def states(self, *, unfinished_only: bool = False) -> dict[Key, tuple[str, str]]:
         """(fingerprint, status) of every image ever recorded: what `plan` compares against,
-        without building a full row per image."""
-        rows = self._conn.execute("SELECT id, idx, fingerprint, status FROM images")
+        without building a full row per image; with `unfinished_only`, of the failed and
+        pending images of the manifest alone (read from the status index)."""
+        rows = self._conn.execute(
+            "SELECT id, idx, fingerprint, status FROM images" + (
+                " WHERE in_manifest = 1 AND status IN ('failed', 'pending')"
+                if unfinished_only else ""))
         return {(id_, idx): (fingerprint, status) for id_, idx, fingerprint, status in rows}
 
     @reads
-    def done_files(self) -> list[tuple[Key, str | None, int | None]]:
-        """(key, file, bytes) of every done image in the manifest."""
+    def synced_as(self, digest: str) -> bool:
+        """Whether the last sync was given `digest` (engine/planned.py): then the ledger holds
+        exactly the images it stands for, with their fingerprints, and only their statuses
+        have moved since."""
+        return unchanged_since_last_sync(self._conn, digest)
+
+    @reads
+    def done_files(self) -> Iterator[tuple[Key, str | None, int | None]]:
+        """(key, file, bytes) of every done image in the manifest, streamed."""
         # `+` keeps SQLite from the index: most images are done, and reading the table
         # straight through is twice as fast as looking each one up from the index.
         rows = self._conn.execute(
             "SELECT id, idx, file, bytes FROM images WHERE +in_manifest = 1 AND +status = 'done'")
-        return [((id_, idx), file, size) for id_, idx, file, size in rows]
+        for id_, idx, file, size in rows:
+            yield (id_, idx), file, size
 
     @reads
     def needing_attention(self, limit: int) -> list[ImageRow]:
