@@ -164,9 +164,8 @@ class Dispatcher:
         """Check keys and models before the first generation request (see preflight.py)."""
         lanes = self.steering.lanes
         items = {row.id: self.items[row.id] for row in pending if row.id in self.items}
-        routes = routes_of(items.values(), self.manifest.failover, self.shapes)
-        usable = {route: self.steering.usable(route) for route in set(routes.values())}
-        routes = {i: usable[route] for i, route in routes.items()}
+        routes = routes_of(items.values(), self.manifest.failover, self.shapes,
+                           keep=self.steering.usable)
         needs = needs_of(items.values(), routes, {n: lane.model for n, lane in lanes.items()})
         checks = await run_checks({n: lane.provider for n, lane in lanes.items()}, needs)
         if (error := blocking(checks)) is not None:

@@ -27,16 +27,20 @@ def candidates(item: Item, failover: FailoverConfig | None,
 
 
 def routes_of(items: Iterable[Item], failover: FailoverConfig | None,
-              shapes: Shapes | None = None) -> dict[str, tuple[str, ...]]:
-    """candidates() of each item, by id: a route follows from the item's provider, model and
-    shape alone, so 100,000 items that share a few are routed a few times."""
+              shapes: Shapes | None = None, *,
+              keep: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None,
+              ) -> dict[str, tuple[str, ...]]:
+    """candidates() of each item, by id, passed through `keep` if given (say, the providers
+    still usable): a route follows from the item's provider, model and shape alone, so
+    100,000 items that share a few are routed a few times."""
     by_shape: dict[tuple[str, str, str | None, str | None], tuple[str, ...]] = {}
     routes = {}
     for item in items:
         key = (item.provider, item.model, item.aspect_ratio, item.image_size)
         route = by_shape.get(key)
         if route is None:
-            route = by_shape[key] = candidates(item, failover, shapes)
+            route = candidates(item, failover, shapes)
+            route = by_shape[key] = keep(route) if keep else route
         routes[item.id] = route
     return routes
 

@@ -100,7 +100,7 @@ class Ledger(LedgerView):
 
     def run_spend(self) -> Spend:
         """Money spent by the attempts this ledger object recorded (this run)."""
-        return self._spend(" AND run_id IS ?", (self._run_id,))
+        return self.spend(" AND run_id IS ?", (self._run_id,))
 
     def finish_run(self, run_id: int, exit_code: int) -> None:
         self._write(

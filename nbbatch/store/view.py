@@ -34,6 +34,7 @@ from nbbatch.store.records import (
     attempt_row,
     image_row,
 )
+from nbbatch.store.spend import cost_summary, spend_among
 from nbbatch.store.sync import unchanged_since_last_sync
 
 P = ParamSpec("P")
@@ -216,23 +217,12 @@ class LedgerView:
 
     @reads
     def cost_summary(self) -> CostSummary:
-        """What the done images of the manifest cost, what every run on this folder spent,
-        and what the pending images are expected to cost."""
-        on_disk, done = self._conn.execute(  # read straight through, as in done_files
-            "SELECT total(cost_usd), count(*) FROM images WHERE +in_manifest = 1"
-            " AND +status = 'done'"
-        ).fetchone()
-        (remaining,) = self._conn.execute(
-            "SELECT total(estimate_usd) FROM images WHERE in_manifest = 1 AND status = 'pending'"
-        ).fetchone()
-        return CostSummary(on_disk, done, self.spend(), remaining)
-
-    def spend(self) -> Spend:
-        """Money every run on this folder spent (see `spend_among`)."""
-        return self._spend("", ())
+        """What the done images cost, every run spent, the pending may cost (spend.py)."""
+        return cost_summary(self._conn)
 
     @reads
-    def _spend(self, where: str, params: tuple[Any, ...]) -> Spend:
+    def spend(self, where: str = "", params: tuple[Any, ...] = ()) -> Spend:
+        """Money the attempts `where` selects spent; every run's by default (spend.py)."""
         return spend_among(self._conn, where, params)
 
     @reads
@@ -269,20 +259,3 @@ class LedgerView:
     @reads
     def integrity_ok(self) -> bool:
         return self._conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-
-
-
-
-def spend_among(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> Spend:
-    """Successful attempts at their cost, and the attempts that may have been billed
-    (interrupted, or lost after sending), among those `where` selects ("" for all)."""
-    rows = conn.execute(
-        "SELECT CASE WHEN outcome = 'success' THEN 'billed' WHEN outcome = 'interrupted'"
-        " THEN 'interrupted' ELSE 'lost' END AS kind, count(*), total(cost_usd)"
-        " FROM attempts WHERE (outcome = 'success' OR possibly_billed = 1)" + where +
-        " GROUP BY kind", params,
-    ).fetchall()
-    found = {kind: (int(n), usd) for kind, n, usd in rows}
-    (_, billed), (interrupted, interrupted_usd), (lost, lost_usd) = (
-        found.get(kind, (0, 0.0)) for kind in ("billed", "interrupted", "lost"))
-    return Spend(billed, interrupted, interrupted_usd, lost, lost_usd)
