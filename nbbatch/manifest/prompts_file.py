@@ -34,12 +34,13 @@ def read_rows(f: IO[bytes], suffix: str, display: str) -> Iterator[tuple[int, di
     return _jsonl_rows(f, display)
 
 
-def _text_lines(f: IO[bytes], display: str) -> Iterator[str]:
-    """The file's lines as text, each with its line break (UTF-8, a BOM allowed), decoded in
-    C a block at a time; bad UTF-8 is an error at its line."""
+@contextlib.contextmanager
+def _text_of(f: IO[bytes], display: str) -> Iterator[io.TextIOWrapper]:
+    """The file as text, read line by line with each line's break (UTF-8, a BOM allowed),
+    decoded in C a block at a time; bad UTF-8 is an error at its line."""
     text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
     try:
-        yield from text
+        yield text
     except UnicodeDecodeError as e:
         raise ManifestError(f"not UTF-8 text: {e.reason}", file=display,
                             line=_first_bad_line(f)) from None
@@ -63,40 +64,40 @@ def _csv_rows(f: IO[bytes], display: str) -> Iterator[tuple[int, dict[str, Any]]
     def fail(message: str, line: int, field: str | None = None) -> ManifestError:
         return ManifestError(message, file=display, line=line, field=field)
 
-    # strict: a stray quote is an error at its row, not a cell that swallows the rest of
-    # the file (the lax reader runs a quoted cell on to the next quote, or to the end).
-    reader = csv.reader(_text_lines(f, display), strict=True)
-    prev = 0
-    try:
-        header = [name.strip() for name in next(reader, [])]
-        _check_header(header, fail)
-        width, prev = len(header), reader.line_num
-        for row in reader:
-            line, prev = prev + 1, reader.line_num
-            if not row:
-                continue
-            if len(row) != width:
-                raise fail(f"this row has {len(row)} cells but the header has {width} "
-                           "columns (quote cells that contain a comma)", line)
-            entry: dict[str, Any] = {
-                name: cell for name, cell in zip(header, map(str.strip, row), strict=True)
-                if cell
-            }
-            if "count" in entry:
-                count = entry["count"]
-                if not (count.isascii() and count.isdigit()):
-                    raise fail(f"must be a whole number from 1 to 100, got {count!r}", line,
-                               "count")
-                entry["count"] = int(count)
-            if "images" in entry:
-                entry["images"] = [
-                    p.strip() for p in _IMAGE_SEPARATORS.split(entry["images"]) if p.strip()
-                ]
-            yield line, entry
-    except csv.Error as e:
-        raise fail(f"malformed CSV in the row that starts here ({e}): a quoted cell must "
-                   'close with a quote right before a comma or the end of its line; write a '
-                   'quote inside a quoted cell as ""', prev + 1) from None
+    with _text_of(f, display) as text:
+        # strict: a stray quote is an error at its row, not a cell that swallows the rest of
+        # the file (the lax reader runs a quoted cell on to the next quote, or to the end).
+        reader = csv.reader(text, strict=True)
+        prev = 0
+        try:
+            header = [name.strip() for name in next(reader, [])]
+            _check_header(header, fail)
+            width, prev = len(header), reader.line_num
+            for row in reader:
+                line, prev = prev + 1, reader.line_num
+                if not row:
+                    continue
+                if len(row) != width:
+                    raise fail(f"this row has {len(row)} cells but the header has {width} "
+                               "columns (quote cells that contain a comma)", line)
+                entry: dict[str, Any] = {
+                    name: cell for name, cell in zip(header, map(str.strip, row), strict=True)
+                    if cell
+                }
+                if "count" in entry:
+                    count = entry["count"]
+                    if not (count.isascii() and count.isdigit()):
+                        raise fail(f"must be a whole number from 1 to 100, got {count!r}",
+                                   line, "count")
+                    entry["count"] = int(count)
+                if "images" in entry:
+                    entry["images"] = [p.strip() for p in
+                                       _IMAGE_SEPARATORS.split(entry["images"]) if p.strip()]
+                yield line, entry
+        except csv.Error as e:
+            raise fail(f"malformed CSV in the row that starts here ({e}): a quoted cell must "
+                       "close with a quote right before a comma or the end of its line; write "
+                       'a quote inside a quoted cell as ""', prev + 1) from None
 
 
 def _check_header(header: list[str], fail: Any) -> None:
@@ -126,23 +127,25 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _jsonl_rows(f: IO[bytes], display: str) -> Iterator[tuple[int, dict[str, Any]]]:
     decode = json.JSONDecoder(object_pairs_hook=_no_duplicates).decode
-    for line, text in enumerate(_text_lines(f, display), 1):
-        if not text or text.isspace():
-            continue
-        try:
-            obj = decode(text)
-        except _DuplicateKey as e:
-            raise ManifestError(f"duplicate key {e.args[0]!r}", file=display,
-                                line=line) from None
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"invalid JSON: {e.msg} (column {e.colno})",
-                                file=display, line=line) from None
-        except RecursionError:
-            raise ManifestError("JSON nested too deeply", file=display, line=line) from None
-        if type(obj) is not dict:
-            raise ManifestError('each line must be a JSON object such as {"prompt": "..."}, '
-                                f"got {kind_of(obj)}", file=display, line=line)
-        if SURROGATE_ESCAPE.search(text) and (found := find_lone_surrogate(obj)):
-            raise ManifestError(found[1], file=display, line=line,
-                                field=format_path(found[0]) or None)
-        yield line, obj
+    with _text_of(f, display) as lines:
+        for line, text in enumerate(lines, 1):
+            if not text or text.isspace():
+                continue
+            try:
+                obj = decode(text)
+            except _DuplicateKey as e:
+                raise ManifestError(f"duplicate key {e.args[0]!r}", file=display,
+                                    line=line) from None
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"invalid JSON: {e.msg} (column {e.colno})",
+                                    file=display, line=line) from None
+            except RecursionError:
+                raise ManifestError("JSON nested too deeply", file=display,
+                                    line=line) from None
+            if type(obj) is not dict:
+                raise ManifestError('each line must be a JSON object such as {"prompt": '
+                                    f'"..."}}, got {kind_of(obj)}', file=display, line=line)
+            if SURROGATE_ESCAPE.search(text) and (found := find_lone_surrogate(obj)):
+                raise ManifestError(found[1], file=display, line=line,
+                                    field=format_path(found[0]) or None)
+            yield line, obj
