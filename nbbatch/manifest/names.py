@@ -43,6 +43,8 @@ class IdRegistry:
     def numbered_clashes(self) -> tuple[int, str] | None:
         """The first item whose id names the same file as a numbered image of another item,
         as (its index, the message); None when there is none."""
+        if all(item.count == 1 for item in self.items):  # no numbered images: no clash
+            return None
         for index, item in enumerate(self.items):
             m = _NUMBERED_RE.fullmatch(item.id)
             if m is None or (base := self._seen.get(m[1].lower())) is None:
