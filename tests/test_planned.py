@@ -124,3 +124,18 @@ def test_plan_reads_only_the_unfinished_images_of_a_ledger_synced_as_planned(
     assert read == [True, False]
     assert fast == slow
     assert (fast.done, fast.failed, fast.pending, fast.missing) == (3, 1, 2, 1)
+
+
+def test_the_digest_also_stands_for_the_items_rows(tmp_path) -> None:
+    """One digest gates both tables: a reference moved to another path (same bytes, so the
+    same fingerprint and images) still changes it, and the items table follows."""
+    digest = "ab" * 32
+    first = manifest(tmp_path, item("a", references=(tmp_path / "r1.png",),
+                                    reference_digests=(digest,)))
+    moved = replace(first, items=(replace(first.items[0], references=(tmp_path / "r2.png",)),))
+    assert list(planned_images(first)) == list(planned_images(moved))
+    assert planned_digest(first) != planned_digest(moved)
+    with Ledger.open(tmp_path / "ledger.db") as ledger:
+        for m in (first, first, moved):
+            ledger.sync(planned_images(m), m.items, digest=planned_digest(m))
+        assert [str(i.references[0]) for i in ledger.items()] == [str(tmp_path / "r2.png")]

@@ -30,13 +30,14 @@ def planned_images(manifest: Manifest) -> Iterator[PlannedImage]:
 
 
 def planned_digest(manifest: Manifest) -> str:
-    """A digest of everything planned_images(manifest) holds, one line per item: its images'
-    keys and places follow from its id, its count and its place among the items."""
+    """A digest of everything planned_images(manifest) holds and the ledger's items table
+    keeps, one line per item: its images' keys and places follow from its id, its count and
+    its place among the items; its request, from its fingerprint and reference paths."""
     pricing = Pricing(manifest.providers)
     batch = manifest.mode == "batch"
-    h = hashlib.sha256(b"planned 1\n")  # a kind of its own: never equal to another digest
+    h = hashlib.sha256(b"planned 2\n")  # a kind of its own: never equal to another digest
     for item in manifest.items:
         h.update(f"{item.id}\x1f{item.count}\x1f{item.fingerprint}\x1f"
                  f"{pricing.estimate(item, batch=batch)!r}\x1f{item.legacy_id}\x1f"
-                 f"{item.legacy_fingerprint}\x1e".encode())
+                 f"{item.legacy_fingerprint}\x1f{item.references}\x1e".encode())
     return h.hexdigest()

@@ -31,10 +31,13 @@ def _row(seq: int, item: Item) -> tuple[object, ...]:
             item.image_size, item.count, refs, item.fingerprint)
 
 
-def record_items(conn: sqlite3.Connection, items: Sequence[Item]) -> int:
+def record_items(conn: sqlite3.Connection, items: Sequence[Item],
+                 digest: str | None = None) -> int:
     """Store what each item asks for (the caller holds the transaction); returns how many
-    rows were written. A manifest recorded as it is costs one digest, not 100,000 rows."""
-    digest = _digest(items)
+    rows were written. A manifest recorded as it is costs one digest, not 100,000 rows:
+    the caller's, when it has one that covers every field of the rows (engine/planned.py),
+    else one made here."""
+    digest = digest or _digest(items)
     if _recorded_digest(conn) == digest:
         return 0
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS planned_items ({_COLUMNS},"

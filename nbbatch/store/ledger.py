@@ -112,9 +112,9 @@ class Ledger(LedgerView):
              digest: str | None = None) -> SyncResult:
         """Make the ledger match the manifest: what each item asks for (items.py), then its
         images (sync.py), in one transaction. `digest`, when the caller has one, stands for
-        `images`: if the last sync left it, `images` is not even read."""
+        `images` and `items`: if the last sync left it, `images` is not even read."""
         with self._transaction():
-            record_items(self._conn, items)
+            record_items(self._conn, items, digest)
             return sync_images(self._conn, images, digest)
 
     def reopen(self, problems: Iterable[tuple[Key, str]]) -> int:
